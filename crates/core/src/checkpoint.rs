@@ -1,0 +1,309 @@
+//! Memory-mapped safetensors checkpoints: one file, or many shards behind an index.
+//!
+//! The published checkpoints come in two layouts: a single `model.safetensors`, or shards listed by
+//! `model.safetensors.index.json` (`{"weight_map": {key: shard file}}`). [`Checkpoint::open`]
+//! accepts either, given the folder, the index file or a single `.safetensors` file.
+//!
+//! Why memory-mapped: a 15B bf16 model is 30 GB. Mapping the shards reads only the headers up
+//! front; each tensor's bytes are paged in when [`Checkpoint::load`] converts it into a device
+//! tensor. The mapped pages are file cache, not process memory, so the only resident copy of a
+//! weight is the tensor the model keeps. Drop the `Checkpoint` once the model is built.
+//!
+//! The reference implementation loads non-strictly and silently ignores missing or unexpected
+//! keys. We do not: [`Checkpoint::verify`] compares the file against the tensors the model
+//! expects and names every missing, unexpected and mis-shaped key.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{read_json, Error, Result};
+
+/// File name of a single-file checkpoint inside a folder.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// File name of the shard index inside a folder.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// A tensor the model expects to find: its name (relative to a prefix) and shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// Key name, relative to the prefix passed to [`Checkpoint::verify`].
+    pub name: String,
+    /// Expected shape.
+    pub shape: Vec<usize>,
+    /// Whether a checkpoint may omit it (non-learned buffers the model can recompute).
+    pub optional: bool,
+}
+
+impl TensorSpec {
+    /// A required tensor.
+    pub fn new(name: impl Into<String>, shape: impl Into<Vec<usize>>) -> Self {
+        Self {
+            name: name.into(),
+            shape: shape.into(),
+            optional: false,
+        }
+    }
+
+    /// A tensor the checkpoint may omit.
+    pub fn optional(name: impl Into<String>, shape: impl Into<Vec<usize>>) -> Self {
+        Self {
+            optional: true,
+            ..Self::new(name, shape)
+        }
+    }
+}
+
+/// Header facts about one stored tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTensor {
+    /// Shape as stored.
+    pub shape: Vec<usize>,
+    /// Element type as stored.
+    pub dtype: DType,
+}
+
+/// An opened (memory-mapped) safetensors checkpoint.
+pub struct Checkpoint {
+    path: PathBuf,
+    files: Vec<PathBuf>,
+    mmap: MmapedSafetensors,
+    stored: BTreeMap<String, StoredTensor>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("path", &self.path)
+            .field("files", &self.files)
+            .field("tensors", &self.stored.len())
+            .finish()
+    }
+}
+
+impl Checkpoint {
+    /// Opens a checkpoint from a folder (holding `model.safetensors.index.json` or
+    /// `model.safetensors`), an index file, or a single `.safetensors` file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let files = resolve_files(path)?;
+        let mut ckpt = Self::open_files(&files)?;
+        ckpt.path = path.to_path_buf();
+        if let Some(index) = index_path(path) {
+            ckpt.check_index(&index)?;
+        }
+        Ok(ckpt)
+    }
+
+    /// Opens an explicit list of safetensors files as one checkpoint.
+    pub fn open_files(files: &[PathBuf]) -> Result<Self> {
+        let first = files
+            .first()
+            .ok_or_else(|| Error::Config("a checkpoint needs at least one file".into()))?;
+        for f in files {
+            if !f.is_file() {
+                return Err(Error::checkpoint(
+                    f,
+                    "shard file is missing; download it again (cadence fetch)",
+                ));
+            }
+        }
+        // SAFETY: the files are mapped read-only. As with every mmap, a process truncating the
+        // file while we read it would fault; checkpoints are not modified while loading.
+        let mmap = unsafe { MmapedSafetensors::multi(files) }
+            .map_err(|e| Error::checkpoint(first, format!("not a valid safetensors file: {e}")))?;
+        let mut stored = BTreeMap::new();
+        for (name, view) in mmap.tensors() {
+            let dtype = DType::try_from(view.dtype()).map_err(|e| {
+                Error::checkpoint(first, format!("tensor {name}: unsupported dtype: {e}"))
+            })?;
+            stored.insert(
+                name,
+                StoredTensor {
+                    shape: view.shape().to_vec(),
+                    dtype,
+                },
+            );
+        }
+        Ok(Self {
+            path: first.clone(),
+            files: files.to_vec(),
+            mmap,
+            stored,
+        })
+    }
+
+    /// The path the checkpoint was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The safetensors files behind this checkpoint.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Every stored tensor, by key.
+    pub fn stored(&self) -> &BTreeMap<String, StoredTensor> {
+        &self.stored
+    }
+
+    /// Whether `key` is stored.
+    pub fn contains(&self, key: &str) -> bool {
+        self.stored.contains_key(key)
+    }
+
+    /// Loads `key` onto `device`, converted to `dtype` (the reference casts every tensor to the
+    /// dtype its module declares, whatever the file stores).
+    pub fn load(&self, key: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        if !self.contains(key) {
+            return Err(Error::checkpoint(
+                &self.path,
+                format!("tensor {key} is not in the checkpoint"),
+            ));
+        }
+        let t = self
+            .mmap
+            .load(key, device)
+            .map_err(|e| Error::checkpoint(&self.path, format!("tensor {key}: {e}")))?;
+        Ok(if t.dtype() == dtype {
+            t
+        } else {
+            t.to_dtype(dtype)?
+        })
+    }
+
+    /// Compares the stored keys under `prefix` with `expected` (names relative to `prefix`).
+    ///
+    /// Keys outside `prefix` are ignored (a text encoder reads only `model.encoder.*` of an
+    /// encoder-decoder file). Fails with [`Error::KeyMismatch`] naming every missing,
+    /// unexpected or mis-shaped key.
+    pub fn verify(&self, prefix: &str, expected: &[TensorSpec]) -> Result<()> {
+        let report = self.mismatch_report(prefix, expected);
+        if report.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::KeyMismatch {
+                path: self.path.clone(),
+                report,
+            })
+        }
+    }
+
+    /// The text of [`Checkpoint::verify`]'s error: one line per problem, empty when the
+    /// checkpoint matches.
+    pub fn mismatch_report(&self, prefix: &str, expected: &[TensorSpec]) -> String {
+        let mut report = String::new();
+        let mut wanted = BTreeSet::new();
+        for spec in expected {
+            let key = format!("{prefix}{}", spec.name);
+            match self.stored.get(&key) {
+                None if spec.optional => {}
+                None => {
+                    let _ = writeln!(report, "  missing: {key} (expected shape {:?})", spec.shape);
+                }
+                Some(s) if s.shape != spec.shape => {
+                    let _ = writeln!(
+                        report,
+                        "  wrong shape: {key} is {:?} in the file, the model expects {:?}",
+                        s.shape, spec.shape
+                    );
+                }
+                Some(_) => {}
+            }
+            wanted.insert(key);
+        }
+        for (key, s) in self.stored.range(prefix.to_string()..) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if !wanted.contains(key) {
+                let _ = writeln!(report, "  unexpected: {key} {:?}", s.shape);
+            }
+        }
+        report
+    }
+
+    /// Checks that the index lists exactly the stored keys, each in the shard that holds it.
+    fn check_index(&self, index: &Path) -> Result<()> {
+        let map = read_index(index)?;
+        let mut report = String::new();
+        for (key, shard) in &map {
+            if !self.stored.contains_key(key) {
+                let _ = writeln!(
+                    report,
+                    "  {key}: listed in the index (shard {shard}) but stored in no shard"
+                );
+            }
+        }
+        for key in self.stored.keys() {
+            if !map.contains_key(key) {
+                let _ = writeln!(
+                    report,
+                    "  {key}: stored in a shard but not listed in the index"
+                );
+            }
+        }
+        if report.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::checkpoint(
+                index,
+                format!("index and shards disagree; re-download the checkpoint:\n{report}"),
+            ))
+        }
+    }
+}
+
+/// The index file to check for `path`, if the checkpoint is sharded.
+fn index_path(path: &Path) -> Option<PathBuf> {
+    if path.is_dir() {
+        let index = path.join(INDEX_FILE);
+        index.is_file().then_some(index)
+    } else if path.extension().is_some_and(|e| e == "json") {
+        Some(path.to_path_buf())
+    } else {
+        None
+    }
+}
+
+/// Reads the `weight_map` of a shard index.
+fn read_index(index: &Path) -> Result<HashMap<String, String>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: HashMap<String, String>,
+    }
+    Ok(read_json::<Index>(index)?.weight_map)
+}
+
+/// The safetensors files that make up the checkpoint at `path`.
+fn resolve_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if let Some(index) = index_path(path) {
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let shards: BTreeSet<String> = read_index(&index)?.into_values().collect();
+        if shards.is_empty() {
+            return Err(Error::checkpoint(&index, "the index lists no shards"));
+        }
+        return Ok(shards.into_iter().map(|s| dir.join(s)).collect());
+    }
+    if path.is_dir() {
+        let single = path.join(SINGLE_FILE);
+        if single.is_file() {
+            return Ok(vec![single]);
+        }
+        return Err(Error::checkpoint(
+            path,
+            format!("found neither {INDEX_FILE} nor {SINGLE_FILE}; is this the right folder?"),
+        ));
+    }
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    Err(Error::checkpoint(
+        path,
+        "no such file or folder; download the weights with `cadence fetch`",
+    ))
+}

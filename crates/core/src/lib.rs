@@ -1,0 +1,11 @@
+//! Shared foundations of Cadence: the error type, memory-mapped checkpoint loading with key
+//! verification, error metrics, and (feature `fixtures`) discovery of the golden parity fixtures.
+
+pub mod checkpoint;
+pub mod compare;
+pub mod error;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
+
+pub use checkpoint::{Checkpoint, TensorSpec};
+pub use error::{Error, Result};
