@@ -104,6 +104,14 @@ impl Checkpoint {
             .first()
             .ok_or_else(|| Error::Config("a checkpoint needs at least one file".into()))?;
         for f in files {
+            let mut zst = f.clone().into_os_string();
+            zst.push(".zst");
+            if !f.is_file() && Path::new(&zst).is_file() {
+                return Err(Error::checkpoint(
+                    f,
+                    "only a zstd-compressed copy (.zst) is present; decompress it with `zstd -d` first",
+                ));
+            }
             if !f.is_file() {
                 return Err(Error::checkpoint(
                     f,
@@ -158,22 +166,27 @@ impl Checkpoint {
 
     /// Loads `key` onto `device`, converted to `dtype` (the reference casts every tensor to the
     /// dtype its module declares, whatever the file stores).
+    ///
+    /// A conversion happens on the host before the upload, so a device never holds the stored
+    /// and the converted copy at once; on the host the stored copy lives only for this call.
     pub fn load(&self, key: &str, dtype: DType, device: &Device) -> Result<Tensor> {
-        if !self.contains(key) {
-            return Err(Error::checkpoint(
-                &self.path,
-                format!("tensor {key} is not in the checkpoint"),
-            ));
-        }
+        let stored = self.stored.get(key).ok_or_else(|| {
+            Error::checkpoint(&self.path, format!("tensor {key} is not in the checkpoint"))
+        })?;
+        let read_on = if stored.dtype == dtype {
+            device
+        } else {
+            &Device::Cpu
+        };
         let t = self
             .mmap
-            .load(key, device)
+            .load(key, read_on)
             .map_err(|e| Error::checkpoint(&self.path, format!("tensor {key}: {e}")))?;
-        Ok(if t.dtype() == dtype {
-            t
+        if stored.dtype == dtype {
+            Ok(t)
         } else {
-            t.to_dtype(dtype)?
-        })
+            Ok(t.to_dtype(dtype)?.to_device(device)?)
+        }
     }
 
     /// Compares the stored keys under `prefix` with `expected` (names relative to `prefix`).

@@ -5,6 +5,7 @@
 //! dispatch on the case's `kind`, never on folder or tensor names, so another fixture set with
 //! the same layout can be swapped in.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -213,4 +214,59 @@ pub fn expect_exact(name: &str, got: &Tensor, want: &Tensor) -> Result<()> {
 pub fn tensor<'a>(case: &Case, io: &'a HashMap<String, Tensor>, name: &str) -> Result<&'a Tensor> {
     io.get(name)
         .ok_or_else(|| Error::InvalidInput(format!("{}: io.safetensors has no {name}", case.name)))
+}
+
+/// Error bounds for one tensor, as a case's `tolerances` state them. Every bound present must
+/// hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Tolerance {
+    /// Bound on `||got - want|| / ||want||` (`rel_l2`; `rel` in some cases).
+    pub rel_l2: Option<f64>,
+    /// Bound on `max |got - want|` (`max_abs`).
+    pub max_abs: Option<f64>,
+    /// Bound on `max |got - want| / max |want|` (`max_abs_over_max_abs_want`).
+    pub max_rel: Option<f64>,
+}
+
+impl Tolerance {
+    /// Reads `{"rel_l2"|"rel": x, "max_abs": y, "max_abs_over_max_abs_want": z}`; other keys
+    /// (notes, `why`) are ignored, but an object with no bound at all is an error.
+    pub fn from_json(v: &Value) -> Result<Self> {
+        let num = |k: &str| v.get(k).and_then(Value::as_f64);
+        let t = Self {
+            rel_l2: num("rel_l2").or_else(|| num("rel")),
+            max_abs: num("max_abs"),
+            max_rel: num("max_abs_over_max_abs_want"),
+        };
+        if t == Self::default() {
+            return Err(Error::Config(format!("tolerance {v} states no bound")));
+        }
+        Ok(t)
+    }
+
+    /// Checks `got` against `want`; the error names the tensor, the metrics and the bound.
+    pub fn check(&self, name: &str, got: &Tensor, want: &Tensor) -> Result<()> {
+        let d = crate::compare::diff(got, want)
+            .map_err(|e| Error::InvalidInput(format!("{name}: {e}")))?;
+        let fails = [
+            (self.rel_l2, d.rel_l2, "rel_l2"),
+            (self.max_abs, d.max_abs, "max_abs"),
+            (self.max_rel, d.max_rel(), "max_abs/max|want|"),
+        ]
+        .into_iter()
+        .filter_map(|(bound, value, what)| {
+            bound
+                .filter(|b| !matches!(value.partial_cmp(b), Some(Ordering::Less | Ordering::Equal)))
+                .map(|b| format!("{what} {value:.3e} > {b:e}"))
+        })
+        .collect::<Vec<_>>();
+        if fails.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidInput(format!(
+                "{name}: {} ({d})",
+                fails.join(", ")
+            )))
+        }
+    }
 }

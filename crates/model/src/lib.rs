@@ -1,1 +1,31 @@
-//! (in construction)
+//! The daVinci-MagiHuman diffusion transformer (DiT): a 40-layer single-stream transformer that
+//! denoises video and audio latents together with text features in one token sequence.
+//!
+//! - [`config`] / [`variant`]: the architecture and the four published presets.
+//! - [`packing`]: latents and text to the token stream (patchify, coordinates, modality spans,
+//!   local-attention ranges) and back; reused by the pipeline and the super-resolution stage.
+//! - [`rope`]: the Fourier rope table.
+//! - [`weights`]: checkpoint key names and shapes, derived from the config.
+//! - [`layer`] / [`dit`]: the forward pass, written against the op boundary of
+//!   `cadence-kernels` so device kernels slot in without touching this crate.
+//!
+//! The forward pass follows the fixtures' SPEC exactly, including every bf16 rounding point
+//! of the reference, and is proven by parity tests against the official implementation.
+
+pub mod config;
+pub mod dit;
+pub mod experts;
+pub mod layer;
+pub mod packing;
+#[cfg(feature = "fixtures")]
+pub mod parity;
+pub mod rope;
+pub mod trace;
+pub mod variant;
+pub mod weights;
+
+pub use config::DitConfig;
+pub use dit::{DitModel, DitOutput};
+pub use packing::{pack, unpack, Packed, PackingConfig};
+pub use trace::Trace;
+pub use variant::DitVariant;

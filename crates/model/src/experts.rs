@@ -1,0 +1,103 @@
+//! Weights that exist once per modality ("experts") in sandwich layers, and once in others.
+//!
+//! Experts are stacked along dim 0 in the order video, audio, text; each token uses its own
+//! modality's expert. Tokens are grouped by modality, so dispatch runs each expert on its
+//! contiguous span and concatenates the results in order.
+
+use candle_core::{DType, Device, Tensor};
+
+use cadence_core::{Checkpoint, Result};
+use cadence_kernels::norm::rms_norm;
+
+use crate::config::NORM_EPS;
+use crate::packing::{Modality, ModalitySpans};
+
+/// Runs `f(rows, expert)` on each modality's span of `x` (dim 0) and concatenates the results.
+/// With a single expert, `f` sees all rows at once.
+fn per_expert(
+    x: &Tensor,
+    spans: &ModalitySpans,
+    experts: usize,
+    f: impl Fn(&Tensor, usize) -> Result<Tensor>,
+) -> Result<Tensor> {
+    if experts == 1 {
+        return f(x, 0);
+    }
+    let mut parts = Vec::with_capacity(experts);
+    for m in Modality::ALL {
+        let range = spans.range(m);
+        if !range.is_empty() {
+            parts.push(f(&x.narrow(0, range.start, range.len())?, m.id())?);
+        }
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// A bias-free linear layer with one weight block per expert: `(experts·out, in)`.
+#[derive(Debug, Clone)]
+pub struct ExpertLinear {
+    weight: Tensor,
+    out_features: usize,
+    experts: usize,
+}
+
+impl ExpertLinear {
+    /// Loads `key` (already verified to be `(experts·out, in)`) in the compute dtype.
+    pub fn load(
+        ckpt: &Checkpoint,
+        key: &str,
+        experts: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let weight = ckpt.load(key, dtype, device)?;
+        let out_features = weight.dim(0)? / experts;
+        Ok(Self {
+            weight,
+            out_features,
+            experts,
+        })
+    }
+
+    /// `x · Wₑᵀ` per expert. `x` is `(L, in)` in the weight's dtype; the product accumulates
+    /// in f32 and is returned in that dtype (rounded once, as the reference's bf16 GEMM).
+    pub fn forward(&self, x: &Tensor, spans: &ModalitySpans) -> Result<Tensor> {
+        let x = x.to_dtype(self.weight.dtype())?;
+        per_expert(&x, spans, self.experts, |rows, e| {
+            let w = self
+                .weight
+                .narrow(0, e * self.out_features, self.out_features)?;
+            Ok(rows.matmul(&w.t()?)?)
+        })
+    }
+}
+
+/// An RMSNorm with one scale vector per expert, applied over the last dim.
+#[derive(Debug, Clone)]
+pub struct ExpertNorm {
+    /// `1 + w` per expert, f32, `(experts·width)`.
+    scale: Tensor,
+    width: usize,
+    experts: usize,
+}
+
+impl ExpertNorm {
+    /// Loads the stored offset `w` from `key` and keeps `1 + w` (f32).
+    pub fn load(ckpt: &Checkpoint, key: &str, experts: usize, device: &Device) -> Result<Self> {
+        let scale = (ckpt.load(key, DType::F32, device)? + 1.0)?;
+        let width = scale.dim(0)? / experts;
+        Ok(Self {
+            scale,
+            width,
+            experts,
+        })
+    }
+
+    /// Normalises `x` (`(L, …, width)`, any float dtype) in f32 and returns f32.
+    pub fn forward(&self, x: &Tensor, spans: &ModalitySpans) -> Result<Tensor> {
+        per_expert(x, spans, self.experts, |rows, e| {
+            let scale = self.scale.narrow(0, e * self.width, self.width)?;
+            Ok(rms_norm(rows, &scale, NORM_EPS)?)
+        })
+    }
+}

@@ -1,0 +1,91 @@
+//! Checkpoint key names and shapes of the DiT, derived from its config.
+//!
+//! The names are the reference's `state_dict` keys, so the published checkpoints load as they
+//! are. [`expected_tensors`] lists every tensor with its shape without allocating anything; the
+//! loader verifies a checkpoint against it before reading a byte of weights.
+
+use cadence_core::TensorSpec;
+
+use crate::config::DitConfig;
+
+/// Key of the rope frequency buffer (non-learned; recomputed when absent).
+pub const ROPE_BANDS: &str = "adapter.rope.bands";
+
+/// Key of a weight of layer `i`, e.g. `layer_key(3, "attention.linear_qkv")`.
+pub fn layer_key(i: usize, name: &str) -> String {
+    format!("block.layers.{i}.{name}.weight")
+}
+
+/// The embedder keys of the three modalities: (weight, bias) for video, audio, text.
+pub const EMBEDDERS: [(&str, &str); 3] = [
+    (
+        "adapter.video_embedder.weight",
+        "adapter.video_embedder.bias",
+    ),
+    (
+        "adapter.audio_embedder.weight",
+        "adapter.audio_embedder.bias",
+    ),
+    ("adapter.text_embedder.weight", "adapter.text_embedder.bias"),
+];
+
+/// Output-head keys: (norm, linear) for video and audio.
+pub const HEADS: [(&str, &str); 2] = [
+    ("final_norm_video.weight", "final_linear_video.weight"),
+    ("final_norm_audio.weight", "final_linear_audio.weight"),
+];
+
+/// Every tensor the model reads, with its shape, in checkpoint naming.
+pub fn expected_tensors(c: &DitConfig) -> Vec<TensorSpec> {
+    let hid = c.hidden_size;
+    let inputs = [c.video_in_channels, c.audio_in_channels, c.text_in_channels];
+    let mut specs = Vec::new();
+    for ((w, b), n_in) in EMBEDDERS.iter().zip(inputs) {
+        specs.push(TensorSpec::new(*w, [hid, n_in]));
+        specs.push(TensorSpec::new(*b, [hid]));
+    }
+    specs.push(TensorSpec::optional(ROPE_BANDS, [c.rope_bands()]));
+    let q_width = c.num_heads_q() * c.head_dim;
+    for i in 0..c.num_layers {
+        let l = c.layer(i);
+        let e = l.experts;
+        specs.push(TensorSpec::new(
+            layer_key(i, "attention.pre_norm"),
+            [hid * e],
+        ));
+        specs.push(TensorSpec::new(
+            layer_key(i, "attention.linear_qkv"),
+            [c.qkv_features() * e, hid],
+        ));
+        specs.push(TensorSpec::new(
+            layer_key(i, "attention.linear_proj"),
+            [hid * e, q_width],
+        ));
+        specs.push(TensorSpec::new(
+            layer_key(i, "attention.q_norm"),
+            [c.head_dim * e],
+        ));
+        specs.push(TensorSpec::new(
+            layer_key(i, "attention.k_norm"),
+            [c.head_dim * e],
+        ));
+        specs.push(TensorSpec::new(layer_key(i, "mlp.pre_norm"), [hid * e]));
+        specs.push(TensorSpec::new(
+            layer_key(i, "mlp.up_gate_proj"),
+            [l.up_features() * e, hid],
+        ));
+        specs.push(TensorSpec::new(
+            layer_key(i, "mlp.down_proj"),
+            [hid * e, l.intermediate],
+        ));
+        if l.post_norm {
+            specs.push(TensorSpec::new(layer_key(i, "attn_post_norm"), [hid * e]));
+            specs.push(TensorSpec::new(layer_key(i, "mlp_post_norm"), [hid * e]));
+        }
+    }
+    for ((norm, linear), n_out) in HEADS.iter().zip([c.video_in_channels, c.audio_in_channels]) {
+        specs.push(TensorSpec::new(*norm, [hid]));
+        specs.push(TensorSpec::new(*linear, [n_out, hid]));
+    }
+    specs
+}
