@@ -1,3 +1,16 @@
-//! The op boundary: every operation a custom GPU kernel may replace (attention, norms,
-//! activations, conv3d). Each op has a CPU reference built from candle ops and dispatches on the
-//! device of its inputs, so model code never changes when a kernel is added.
+//! The op boundary: every operation a custom GPU kernel may replace.
+//!
+//! Model and codec code call these functions and nothing below them. Each op has a reference
+//! implementation built from candle tensor ops, which runs on the CPU (the parity reference) and
+//! on any other candle device. A device-specific kernel (the Hopper kernels of `kernels/*.cu`)
+//! is chosen inside the op, so adding one never touches model code.
+//!
+//! Numerics follow the reference model: norms, rope, activations and softmax in f32; attention
+//! and GEMM inputs in the model's compute dtype (bf16 in production, f32 for the tight checks).
+
+pub mod activation;
+pub mod attention;
+pub mod norm;
+pub mod rope;
+
+pub use attention::{attention, AttentionMask};
