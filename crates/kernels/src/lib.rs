@@ -10,6 +10,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod conv3d;
 pub mod norm;
 pub mod rope;
 

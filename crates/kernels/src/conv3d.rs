@@ -1,0 +1,315 @@
+//! 3-D convolution (`[B, C, T, H, W]` video tensors), the one op the video codecs need that candle
+//! lacks.
+//!
+//! [`conv3d`] is a cross-correlation with weight `[C_out, C_in, kt, kh, kw]`, per-axis stride and
+//! symmetric zero padding, exactly PyTorch's `F.conv3d` without dilation or groups. Codecs apply
+//! their own temporal padding (causal zeros for Wan, replicated edges for Turbo-VAED) before
+//! calling it and usually pass `padding.t = 0`.
+//!
+//! The reference implementation is a sum over the temporal taps of candle `conv2d` calls on the
+//! frames each tap sees, with frames folded into the batch axis. It is built only from candle
+//! ops, so it runs (and is the parity reference) on every device. Its memory cost is bounded: the
+//! frames are processed in groups of at most [`FRAME_GROUP_BYTES`] of input, so the temporaries
+//! (frame gather, candle's internal NHWC copy, the per-tap conv output) stay at a few hundred MiB
+//! even for 1080p windows, on top of the input and the output themselves.
+//!
+//! Dispatch: [`conv3d`] validates the arguments and picks the implementation for the input's
+//! device. Only the reference exists today; a Hopper kernel (implicit-GEMM over the 27 taps in
+//! bf16) slots in as another arm of the `match` without any change to codec code.
+
+use candle_core::{Device, Result, Tensor};
+
+/// Upper bound on the input bytes one group of output frames reads, to bound temporaries.
+pub const FRAME_GROUP_BYTES: usize = 256 << 20;
+
+/// Per-axis values for time, height and width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims3 {
+    /// Time axis.
+    pub t: usize,
+    /// Height axis.
+    pub h: usize,
+    /// Width axis.
+    pub w: usize,
+}
+
+impl Dims3 {
+    /// The same value on every axis.
+    pub const fn all(v: usize) -> Self {
+        Self { t: v, h: v, w: v }
+    }
+
+    /// Separate values for time, height and width.
+    pub const fn new(t: usize, h: usize, w: usize) -> Self {
+        Self { t, h, w }
+    }
+}
+
+/// Stride and zero padding of a [`conv3d`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv3dConfig {
+    /// Stride per axis (each at least 1).
+    pub stride: Dims3,
+    /// Zero padding added on both sides of each axis.
+    pub padding: Dims3,
+}
+
+impl Default for Conv3dConfig {
+    fn default() -> Self {
+        Self {
+            stride: Dims3::all(1),
+            padding: Dims3::all(0),
+        }
+    }
+}
+
+impl Conv3dConfig {
+    /// Stride 1, the given symmetric zero padding.
+    pub const fn padded(padding: Dims3) -> Self {
+        Self {
+            stride: Dims3::all(1),
+            padding,
+        }
+    }
+}
+
+/// `y = conv3d(x, weight) + bias` for `x: [B, C_in, T, H, W]`, `weight: [C_out, C_in, kt, kh, kw]`,
+/// `bias: [C_out]`; returns a contiguous `[B, C_out, T', H', W']` in `x`'s dtype and device.
+pub fn conv3d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: Conv3dConfig,
+) -> Result<Tensor> {
+    validate(x, weight, bias, cfg)?;
+    match x.device() {
+        // The dispatch point: device kernels are added as arms here.
+        Device::Cpu | Device::Cuda(_) | Device::Metal(_) => reference(x, weight, bias, cfg),
+    }
+}
+
+fn validate(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv3dConfig) -> Result<()> {
+    let (_, c_in, t, h, wd) = x.dims5()?;
+    let (c_out, wc_in, kt, kh, kw) = w.dims5()?;
+    if c_in != wc_in {
+        candle_core::bail!(
+            "conv3d: input has {c_in} channels, weight {:?} expects {wc_in}",
+            w.dims()
+        );
+    }
+    if let Some(b) = bias {
+        if b.dims() != [c_out] {
+            candle_core::bail!("conv3d: bias {:?} must be [{c_out}]", b.dims());
+        }
+    }
+    let s = cfg.stride;
+    if s.t == 0 || s.h == 0 || s.w == 0 {
+        candle_core::bail!("conv3d: stride {s:?} must be at least 1 on every axis");
+    }
+    let p = cfg.padding;
+    if t + 2 * p.t < kt || h + 2 * p.h < kh || wd + 2 * p.w < kw {
+        candle_core::bail!(
+            "conv3d: input {:?} (padding {p:?}) is smaller than the kernel {:?}",
+            x.dims(),
+            w.dims()
+        );
+    }
+    if x.dtype() != w.dtype() {
+        candle_core::bail!(
+            "conv3d: input dtype {:?} differs from weight dtype {:?}",
+            x.dtype(),
+            w.dtype()
+        );
+    }
+    Ok(())
+}
+
+/// Sum over temporal taps of 2-D convolutions, in bounded groups of output frames.
+fn reference(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv3dConfig) -> Result<Tensor> {
+    let (s, p) = (cfg.stride, cfg.padding);
+    let x = if p.t > 0 {
+        x.pad_with_zeros(2, p.t, p.t)?
+    } else {
+        x.clone()
+    };
+    // candle's conv2d takes one padding and one stride for both spatial axes.
+    let (x, pad2d) = if p.h == p.w {
+        (x, p.h)
+    } else {
+        (
+            x.pad_with_zeros(3, p.h, p.h)?.pad_with_zeros(4, p.w, p.w)?,
+            0,
+        )
+    };
+    let (x, stride2d) = if s.h == s.w {
+        (x, s.h)
+    } else {
+        candle_core::bail!("conv3d: different strides for height and width are not supported")
+    };
+    let (b, c_in, t, h, wd) = x.dims5()?;
+    let kt = w.dim(2)?;
+    let t_out = (t - kt) / s.t + 1;
+
+    let frame_bytes = b * c_in * h * wd * x.dtype().size_in_bytes();
+    let group = (FRAME_GROUP_BYTES / (frame_bytes * kt).max(1)).clamp(1, t_out);
+    let taps: Vec<Tensor> = (0..kt)
+        .map(|dt| w.narrow(2, dt, 1)?.squeeze(2)?.contiguous())
+        .collect::<Result<_>>()?;
+
+    let mut pieces = Vec::with_capacity(t_out.div_ceil(group));
+    for start in (0..t_out).step_by(group) {
+        let n = group.min(t_out - start);
+        let mut acc: Option<Tensor> = None;
+        for (dt, tap) in taps.iter().enumerate() {
+            let frames = strided_frames(&x, start * s.t + dt, n, s.t)?;
+            // [B, C, n, H, W] -> [B*n, C, H, W]
+            let frames = frames
+                .permute((0, 2, 1, 3, 4))?
+                .reshape((b * n, c_in, h, wd))?;
+            let y = frames.conv2d(tap, pad2d, stride2d, 1, 1)?;
+            acc = Some(match acc {
+                None => y,
+                Some(a) => (a + y)?,
+            });
+        }
+        let acc = match acc {
+            Some(a) => a,
+            None => candle_core::bail!("conv3d: weight has no temporal taps"),
+        };
+        let (_, c_out, ho, wo) = acc.dims4()?;
+        pieces.push(
+            acc.reshape((b, n, c_out, ho, wo))?
+                .permute((0, 2, 1, 3, 4))?,
+        );
+    }
+    let y = Tensor::cat(&pieces, 2)?.contiguous()?;
+    match bias {
+        Some(bias) => {
+            let c_out = bias.dim(0)?;
+            y.broadcast_add(&bias.reshape((1, c_out, 1, 1, 1))?)
+        }
+        None => Ok(y),
+    }
+}
+
+/// Frames `first, first + step, …` (`n` of them) of `x` along the time axis.
+fn strided_frames(x: &Tensor, first: usize, n: usize, step: usize) -> Result<Tensor> {
+    if step == 1 {
+        return x.narrow(2, first, n);
+    }
+    let idx: Vec<u32> = (0..n).map(|i| (first + i * step) as u32).collect();
+    let idx = Tensor::new(idx.as_slice(), x.device())?;
+    x.index_select(&idx, 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, D};
+
+    /// Largest absolute difference between two tensors of one shape.
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a - b)?
+            .abs()?
+            .flatten_all()?
+            .max(D::Minus1)?
+            .to_dtype(DType::F32)?
+            .to_scalar::<f32>()
+    }
+
+    /// Direct six-loop definition of the convolution, the independent oracle.
+    fn naive(x: &Tensor, w: &Tensor, bias: &Tensor, cfg: Conv3dConfig) -> Vec<f32> {
+        let x = x
+            .pad_with_zeros(2, cfg.padding.t, cfg.padding.t)
+            .and_then(|x| x.pad_with_zeros(3, cfg.padding.h, cfg.padding.h))
+            .and_then(|x| x.pad_with_zeros(4, cfg.padding.w, cfg.padding.w))
+            .unwrap();
+        let (b, ci, t, h, wd) = x.dims5().unwrap();
+        let (co, _, kt, kh, kw) = w.dims5().unwrap();
+        let s = cfg.stride;
+        let (to, ho, wo) = ((t - kt) / s.t + 1, (h - kh) / s.h + 1, (wd - kw) / s.w + 1);
+        let xv = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let wv = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bv = bias.to_vec1::<f32>().unwrap();
+        let mut out = Vec::new();
+        for bi in 0..b {
+            for o in 0..co {
+                for ot in 0..to {
+                    for oh in 0..ho {
+                        for ow in 0..wo {
+                            let mut acc = bv[o];
+                            for c in 0..ci {
+                                for a in 0..kt {
+                                    for i in 0..kh {
+                                        for j in 0..kw {
+                                            let xi = (((bi * ci + c) * t + ot * s.t + a) * h
+                                                + oh * s.h
+                                                + i)
+                                                * wd
+                                                + ow * s.w
+                                                + j;
+                                            let wi = (((o * ci + c) * kt + a) * kh + i) * kw + j;
+                                            acc += xv[xi] * wv[wi];
+                                        }
+                                    }
+                                }
+                            }
+                            out.push(acc);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn check(
+        x_dims: (usize, usize, usize, usize, usize),
+        k: (usize, usize, usize),
+        cfg: Conv3dConfig,
+    ) {
+        let dev = Device::Cpu;
+        let c_out = 3;
+        let x = Tensor::randn(0f32, 1f32, x_dims, &dev).unwrap();
+        let w = Tensor::randn(0f32, 1f32, (c_out, x_dims.1, k.0, k.1, k.2), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1f32, c_out, &dev).unwrap();
+        let got = conv3d(&x, &w, Some(&bias), cfg).unwrap();
+        let want = naive(&x, &w, &bias, cfg);
+        let want = Tensor::from_vec(want, got.dims(), &dev).unwrap();
+        let d = max_abs_diff(&got, &want).unwrap();
+        assert!(d < 1e-4, "max abs diff {d} for {x_dims:?} {k:?} {cfg:?}");
+    }
+
+    #[test]
+    fn matches_the_definition() {
+        check(
+            (2, 4, 5, 6, 7),
+            (3, 3, 3),
+            Conv3dConfig::padded(Dims3::new(0, 1, 1)),
+        );
+        check(
+            (1, 2, 6, 5, 5),
+            (3, 1, 1),
+            Conv3dConfig {
+                stride: Dims3::new(2, 1, 1),
+                padding: Dims3::all(0),
+            },
+        );
+        check((1, 3, 4, 6, 6), (1, 1, 1), Conv3dConfig::default());
+        check(
+            (1, 2, 3, 5, 6),
+            (3, 3, 3),
+            Conv3dConfig::padded(Dims3::new(1, 2, 1)),
+        );
+    }
+
+    #[test]
+    fn rejects_mismatched_channels() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((1, 2, 3, 4, 4), DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((1, 3, 1, 1, 1), DType::F32, &dev).unwrap();
+        assert!(conv3d(&x, &w, None, Conv3dConfig::default()).is_err());
+        let w = Tensor::zeros((1, 2, 5, 1, 1), DType::F32, &dev).unwrap();
+        assert!(conv3d(&x, &w, None, Conv3dConfig::default()).is_err());
+    }
+}
