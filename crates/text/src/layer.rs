@@ -1,0 +1,89 @@
+//! One encoder layer: Gemma-2's "sandwich" of four RMSNorms around attention and the MLP.
+//!
+//! ```text
+//! h = h + post_attn_norm(attention(pre_attn_norm(h)))
+//! h = h + post_ffn_norm(mlp(pre_ffn_norm(h)))
+//! ```
+//! The post norms act on the branch output before the residual add.
+
+use candle_core::{DType, Device, Tensor};
+
+use cadence_core::{Checkpoint, Result};
+
+use crate::attention::{AttentionMode, SelfAttention};
+use crate::config::{LayerKind, TextEncoderConfig};
+use crate::mlp::GatedMlp;
+use crate::norm::RmsNorm;
+use crate::rope::RotaryTables;
+use crate::trace::Trace;
+
+/// One encoder layer.
+#[derive(Debug, Clone)]
+pub struct EncoderLayer {
+    kind: LayerKind,
+    pre_attn_norm: RmsNorm,
+    attention: SelfAttention,
+    post_attn_norm: RmsNorm,
+    pre_ffn_norm: RmsNorm,
+    mlp: GatedMlp,
+    post_ffn_norm: RmsNorm,
+}
+
+impl EncoderLayer {
+    /// Loads layer `index` from `{prefix}layers.{index}.*`.
+    pub fn load(
+        ckpt: &Checkpoint,
+        prefix: &str,
+        index: usize,
+        cfg: &TextEncoderConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let p = format!("{prefix}layers.{index}.");
+        let norm = |name: &str| {
+            RmsNorm::load(ckpt, &format!("{p}{name}.weight"), cfg.rms_norm_eps, device)
+        };
+        Ok(Self {
+            kind: cfg.layer_kinds[index],
+            pre_attn_norm: norm("pre_self_attn_layernorm")?,
+            attention: SelfAttention::load(ckpt, &format!("{p}self_attn."), cfg, dtype, device)?,
+            post_attn_norm: norm("post_self_attn_layernorm")?,
+            pre_ffn_norm: norm("pre_feedforward_layernorm")?,
+            mlp: GatedMlp::load(ckpt, &format!("{p}mlp."), dtype, device)?,
+            post_ffn_norm: norm("post_feedforward_layernorm")?,
+        })
+    }
+
+    /// Whether this layer uses the full or the sliding-window mask.
+    pub fn kind(&self) -> LayerKind {
+        self.kind
+    }
+
+    /// Runs the layer on the residual stream `h` `[B, L, H]`.
+    pub fn forward(
+        &self,
+        h: &Tensor,
+        rope: &RotaryTables,
+        mask: &Tensor,
+        mode: AttentionMode,
+        trace: &mut Trace,
+        layer: usize,
+    ) -> Result<Tensor> {
+        let a = self.pre_attn_norm.forward(h)?;
+        trace.record(Some(layer), "attn_norm", &a);
+        let a = self.attention.forward(&a, rope, mask, mode, trace, layer)?;
+        let a = self.post_attn_norm.forward(&a)?;
+        trace.record(Some(layer), "attn_post_norm", &a);
+        let h = (h + a)?;
+
+        let m = self.pre_ffn_norm.forward(&h)?;
+        trace.record(Some(layer), "ffn_norm", &m);
+        let m = self.mlp.forward(&m)?;
+        trace.record(Some(layer), "mlp_out", &m);
+        let m = self.post_ffn_norm.forward(&m)?;
+        trace.record(Some(layer), "ffn_post_norm", &m);
+        let h = (h + m)?;
+        trace.record(Some(layer), "out", &h);
+        Ok(h)
+    }
+}

@@ -1,0 +1,37 @@
+//! Gemma's RMSNorm: `y = x / sqrt(mean(x^2) + eps) * (1 + w)`, computed in f32.
+//!
+//! Two details differ from the usual RMSNorm and both change every output: the stored weight is
+//! an offset (the scale is `1 + w`, so a zero weight is the identity), and the whole computation
+//! including the scale runs in f32 before a single cast back to the model dtype.
+
+use candle_core::{DType, Device, Tensor, D};
+
+use cadence_core::{Checkpoint, Result};
+
+/// One RMSNorm over the last dimension.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    /// `1 + w` in f32.
+    scale: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// Loads the stored weight `key` and precomputes its `1 + w` scale in f32.
+    pub fn load(ckpt: &Checkpoint, key: &str, eps: f64, device: &Device) -> Result<Self> {
+        let w = ckpt.load(key, DType::F32, device)?;
+        Ok(Self {
+            scale: (w + 1.0)?,
+            eps,
+        })
+    }
+
+    /// Normalises `x` (any leading shape) and returns it in `x`'s dtype.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x32 = x.to_dtype(DType::F32)?;
+        let mean_sq = x32.sqr()?.mean_keepdim(D::Minus1)?;
+        let inv_rms = (mean_sq + self.eps)?.sqrt()?.recip()?;
+        let y = x32.broadcast_mul(&inv_rms)?.broadcast_mul(&self.scale)?;
+        Ok(y.to_dtype(x.dtype())?)
+    }
+}
