@@ -1,0 +1,287 @@
+//! Shared helpers of the parity tests: tolerances read from case.json, comparisons, coverage of
+//! every checked tensor.
+
+use std::collections::{BTreeSet, HashMap};
+
+use candle_core::{DType, Tensor};
+use serde_json::Value;
+
+use cadence_core::fixtures::{tensor, Case};
+use cadence_core::{Error, Result};
+
+/// A tolerance as case.json states it in prose.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tol {
+    /// Identical values.
+    Exact,
+    /// At most this many f32 ulps apart.
+    Ulps(u32),
+    /// `max |d| <= abs`, times `max(1, max|ref|)` when `scaled`, per leading index when
+    /// `per_step`.
+    MaxAbs {
+        abs: f64,
+        scaled: bool,
+        per_step: bool,
+    },
+}
+
+impl Tol {
+    /// Parses `"max_abs <= 1e-5 * max(1, max|ref|) per step"`, `"exact float32 ... allow 1 ulp"`,
+    /// `"exact"`.
+    pub fn parse(text: &str) -> Result<Self> {
+        if let Some(rest) = text.split("max_abs <=").nth(1) {
+            let number = rest.split_whitespace().next().unwrap_or("");
+            let abs: f64 = number
+                .parse()
+                .map_err(|_| Error::Config(format!("unreadable tolerance {text:?}")))?;
+            return Ok(Tol::MaxAbs {
+                abs,
+                scaled: text.contains("max(1, max|ref|)"),
+                per_step: text.contains("per step"),
+            });
+        }
+        if text.contains("ulp") {
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let n = words
+                .windows(2)
+                .find(|w| w[1].starts_with("ulp"))
+                .and_then(|w| w[0].parse().ok())
+                .ok_or_else(|| Error::Config(format!("unreadable ulp tolerance {text:?}")))?;
+            return Ok(Tol::Ulps(n));
+        }
+        if text.trim_start().starts_with("exact") {
+            return Ok(Tol::Exact);
+        }
+        Err(Error::Config(format!("unknown tolerance {text:?}")))
+    }
+}
+
+/// The tolerance at `case.json: tolerance.<key>`.
+pub fn tol_at(case: &Case, key: &str) -> Result<Tol> {
+    let text = case
+        .get(&format!("/tolerance/{key}"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::Config(format!("{}: no tolerance.{key}", case.name)))?;
+    Tol::parse(text)
+}
+
+/// The tolerance whose key contains `needle` (case.json keys are prose like
+/// `"cfg outputs, guidance tables"`).
+pub fn tol_matching(case: &Case, needle: &str) -> Result<Tol> {
+    let table = case
+        .get("/tolerance")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::Config(format!("{}: no tolerance table", case.name)))?;
+    let mut hits = table.iter().filter(|(k, _)| k.contains(needle));
+    match (hits.next(), hits.next()) {
+        (Some((_, v)), None) => Tol::parse(v.as_str().unwrap_or("")),
+        _ => Err(Error::Config(format!(
+            "{}: expected exactly one tolerance key containing {needle:?}",
+            case.name
+        ))),
+    }
+}
+
+fn values(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+}
+
+/// Compares `got` with `want` under `tol`; the error names the tensor and the worst difference.
+pub fn compare(name: &str, got: &Tensor, want: &Tensor, tol: Tol) -> Result<()> {
+    if got.dims() != want.dims() {
+        return Err(Error::InvalidInput(format!(
+            "{name}: shape {:?}, reference {:?}",
+            got.dims(),
+            want.dims()
+        )));
+    }
+    match tol {
+        Tol::Exact => {
+            let (g, w) = (values(got)?, values(want)?);
+            match g.iter().zip(&w).position(|(a, b)| a != b) {
+                None => Ok(()),
+                Some(i) => Err(Error::InvalidInput(format!(
+                    "{name}: not exact at {i}: {} vs {}",
+                    g[i], w[i]
+                ))),
+            }
+        }
+        Tol::Ulps(n) => {
+            let g = got.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            let w = want.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+                if ulp_distance(*a, *b) > u64::from(n) {
+                    return Err(Error::InvalidInput(format!(
+                        "{name}: {a} vs {b} at {i} differ by more than {n} ulp"
+                    )));
+                }
+            }
+            Ok(())
+        }
+        Tol::MaxAbs {
+            abs,
+            scaled,
+            per_step,
+        } => {
+            let steps = if per_step { want.dim(0)? } else { 1 };
+            let mut worst = (0.0f64, 0.0f64, 0.0f64);
+            for s in 0..steps {
+                let (g, w) = if per_step {
+                    (got.get(s)?, want.get(s)?)
+                } else {
+                    (got.clone(), want.clone())
+                };
+                let d = cadence_core::compare::diff(&g, &w)?;
+                let allowed = if scaled {
+                    abs * d.ref_max_abs.max(1.0)
+                } else {
+                    abs
+                };
+                if d.max_abs / allowed >= worst.0 {
+                    worst = (d.max_abs / allowed, d.max_abs, allowed);
+                }
+                if d.max_abs > allowed || d.max_abs.is_nan() {
+                    let at = if per_step {
+                        format!(" step {s}")
+                    } else {
+                        String::new()
+                    };
+                    return Err(Error::InvalidInput(format!(
+                        "{name}{at}: {d}, allowed max_abs {allowed:e}"
+                    )));
+                }
+            }
+            println!(
+                "  {name}: max_abs {:.2e} (allowed {:.2e})",
+                worst.1, worst.2
+            );
+            Ok(())
+        }
+    }
+}
+
+fn ulp_distance(a: f32, b: f32) -> u64 {
+    let key = |x: f32| -> i64 {
+        let bits = i64::from(x.to_bits() as i32);
+        if bits < 0 {
+            i64::from(i32::MIN) - bits
+        } else {
+            bits
+        }
+    };
+    (key(a) - key(b)).unsigned_abs()
+}
+
+/// The case's tensors plus the set of names a test has compared, so a test can fail when a
+/// fixture holds an `out.*` / `mid.*` tensor nothing looked at.
+pub struct Io<'c> {
+    pub case: &'c Case,
+    pub tensors: HashMap<String, Tensor>,
+    checked: BTreeSet<String>,
+}
+
+impl<'c> Io<'c> {
+    pub fn open(case: &'c Case) -> Result<Self> {
+        Ok(Self {
+            case,
+            tensors: case.io()?,
+            checked: BTreeSet::new(),
+        })
+    }
+
+    /// A tensor that must exist.
+    pub fn get(&self, name: &str) -> Result<&Tensor> {
+        tensor(self.case, &self.tensors, name)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Compares `got` with the reference tensor `name` and records it as checked.
+    pub fn check(&mut self, name: &str, got: &Tensor, tol: Tol) -> Result<()> {
+        compare(name, got, self.get(name)?, tol)?;
+        self.checked.insert(name.to_string());
+        Ok(())
+    }
+
+    /// Tensor names (sorted) that start with `prefix`.
+    pub fn names_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Fails naming every `out.*` and `mid.*` tensor that no check covered.
+    pub fn all_outputs_checked(&self) -> Result<()> {
+        let missed: Vec<&String> = self
+            .tensors
+            .keys()
+            .filter(|k| {
+                (k.starts_with("out.") || k.starts_with("mid.")) && !self.checked.contains(*k)
+            })
+            .collect();
+        if missed.is_empty() {
+            Ok(())
+        } else {
+            let mut missed: Vec<_> = missed.into_iter().cloned().collect();
+            missed.sort();
+            Err(Error::InvalidInput(format!(
+                "{}: tensors not checked: {}",
+                self.case.name,
+                missed.join(", ")
+            )))
+        }
+    }
+}
+
+/// `case.json` value at a pointer, or an error naming it.
+pub fn json<'a>(case: &'a Case, pointer: &str) -> Result<&'a Value> {
+    case.get(pointer)
+        .ok_or_else(|| Error::Config(format!("{}: case.json has nothing at {pointer}", case.name)))
+}
+
+pub fn json_f64(v: &Value, what: &str) -> Result<f64> {
+    v.as_f64()
+        .ok_or_else(|| Error::Config(format!("{what} is not a number")))
+}
+
+pub fn json_usize(v: &Value, what: &str) -> Result<usize> {
+    v.as_u64()
+        .map(|n| n as usize)
+        .ok_or_else(|| Error::Config(format!("{what} is not a non-negative integer")))
+}
+
+/// An i64 tensor of `values`.
+pub fn i64_tensor(values: &[i64]) -> Result<Tensor> {
+    Ok(Tensor::from_slice(
+        values,
+        values.len(),
+        &candle_core::Device::Cpu,
+    )?)
+}
+
+/// An f32 tensor of `values`.
+pub fn f32_tensor(values: &[f32]) -> Result<Tensor> {
+    Ok(Tensor::from_slice(
+        values,
+        values.len(),
+        &candle_core::Device::Cpu,
+    )?)
+}
+
+/// The single integer of a `[1]` int64 tensor.
+pub fn scalar_usize(t: &Tensor) -> Result<usize> {
+    let v = t.flatten_all()?.to_dtype(DType::I64)?.to_vec1::<i64>()?;
+    match v.as_slice() {
+        [x] if *x >= 0 => Ok(*x as usize),
+        _ => Err(Error::InvalidInput(format!(
+            "expected one non-negative integer, got {v:?}"
+        ))),
+    }
+}
