@@ -321,8 +321,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let shard = dir.path().join("model.safetensors");
         write_shard(&shard, 1.0);
-        let a = WeightsIdentity::of_files(&[shard.clone()]).unwrap();
-        assert_eq!(a, WeightsIdentity::of_files(&[shard.clone()]).unwrap());
+        let a = WeightsIdentity::of_files(std::slice::from_ref(&shard)).unwrap();
+        assert_eq!(
+            a,
+            WeightsIdentity::of_files(std::slice::from_ref(&shard)).unwrap()
+        );
         write_shard(&shard, 2.0);
         // Same size and header; the modification time tells them apart (set it explicitly so
         // the test does not depend on the file system's timestamp resolution).
@@ -340,7 +343,7 @@ mod tests {
         write_shard(&blob, 1.0);
         let link = dir.path().join("model.safetensors");
         std::os::unix::fs::symlink(&blob, &link).unwrap();
-        let a = WeightsIdentity::of_files(&[link.clone()]).unwrap();
+        let a = WeightsIdentity::of_files(std::slice::from_ref(&link)).unwrap();
         // Touching the blob does not change a content-addressed identity.
         let f = std::fs::File::options().write(true).open(&blob).unwrap();
         f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(7))

@@ -134,6 +134,9 @@ impl Fixture {
     fn expect(&self, name: &str, got: &Tensor, rows: Option<&[Vec<bool>]>) -> Result<()> {
         let want = tensor(&self.case, &self.io, name)?;
         let rule = self.tolerances.rule_for(name, want.dtype())?;
+        // Padded query rows are undefined for float outputs; integer tensors (masks, lengths)
+        // are defined everywhere and compared whole.
+        let rows = rows.filter(|_| !want.dtype().is_int());
         let summary = check(name, got, want, &rule, rows)?;
         let note = if rule == Rule::Informational {
             " (informational)"
