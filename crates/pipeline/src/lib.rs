@@ -4,7 +4,7 @@
 //! * [`request`]: a [`GenerationRequest`], its validation (sizes rounded down to multiples of
 //!   32 px with a reported warning, clip length limits) and the [`shapes`] it implies.
 //! * [`scheduler`]: flow UniPC, the distilled step, the zero-SNR table.
-//! * [`cfg`]: the guidance rules (base `t > 500` switch, SR per-frame scales, audio 5.0).
+//! * [`cfg`](mod@cfg): the guidance rules (base `t > 500` switch, SR per-frame scales, audio 5.0).
 //! * [`sr`]: the base-to-SR glue (trilinear resize, re-noise, noisy audio conditioning).
 //! * [`sampler`]: the loops, driven through the [`VelocityModel`] trait (the DiT implements it)
 //!   and a [`NoiseSource`] (seeded in production, replayed in parity tests).
@@ -28,6 +28,8 @@
 //!
 //! Tensors are candle tensors on any device; the loops hold no CPU-only assumption. Latents are
 //! f32 throughout, as in the reference.
+
+#![warn(missing_docs)]
 
 pub mod cfg;
 pub mod model;

@@ -154,7 +154,7 @@ impl<'m> Sampler<'m> {
         let (video, audio) = StageRun {
             stage: Stage::Base,
             model: self.base_model,
-            schedule: FlowSchedule::new(base.num_steps, base.shift)?,
+            schedule: stage_schedule(base.num_steps, base.shift, solver)?,
             solver,
             guidance,
             audio: audio_treatment,
@@ -242,7 +242,7 @@ impl<'m> Sampler<'m> {
         let (video, _) = StageRun {
             stage: Stage::SuperResolution,
             model: plan.model,
-            schedule: FlowSchedule::new(plan.stage.num_steps, plan.stage.shift)?,
+            schedule: stage_schedule(plan.stage.num_steps, plan.stage.shift, Solver::UniPc)?,
             solver: Solver::UniPc,
             guidance,
             audio: AudioTreatment::Fixed,
@@ -260,6 +260,21 @@ struct SrPlan<'a> {
     stage: &'a SrStage,
     model: &'a dyn VelocityModel,
     image: Option<&'a Tensor>,
+}
+
+/// The schedule of a stage, refusing grids the reference's UniPC cannot run: when truncation
+/// makes the first two timesteps equal (hundreds of steps), it starts at step 1 and runs off the
+/// end of the sigma table on the last step. (The distilled update indexes by loop step and is
+/// unaffected.)
+fn stage_schedule(num_steps: usize, shift: f64, solver: Solver) -> Result<FlowSchedule> {
+    let schedule = FlowSchedule::new(num_steps, shift)?;
+    if solver == Solver::UniPc && schedule.begin_index() != 0 {
+        return Err(Error::Config(format!(
+            "{num_steps} steps at shift {shift} repeat the first timestep, which the reference's \
+             UniPC cannot run; use fewer steps"
+        )));
+    }
+    Ok(schedule)
 }
 
 /// The audio VAE's `[1, 64, A]` latent in the DiT's frames-major layout `[1, A, 64]` (f32,
@@ -289,3 +304,6 @@ fn expect_dims(what: &str, t: &Tensor, want: &[usize]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -424,8 +424,14 @@ fn check_cfg(case: &Case, io: &mut Io<'_>) -> Result<()> {
         &f32_tensor(&json_f32s(listed_scales))?,
         Tol::Exact,
     )?;
-    let timesteps_ref = io.get("out.cfg.base_timesteps_32")?.clone();
-    let schedule = FlowSchedule::new(timesteps_ref.dim(0)?, params.f64("shift")?)?;
+    // The base-schedule tables carry their step count in the name (`..._32`); find them by kind.
+    let timesteps_name = io
+        .names_with_prefix("out.cfg.")
+        .into_iter()
+        .find(|n| without_count(&n["out.cfg.".len()..]) == "base_timesteps")
+        .ok_or_else(|| Error::Config("no out.cfg.base_timesteps_<N>".into()))?;
+    let steps = io.get(&timesteps_name)?.dim(0)?;
+    let schedule = FlowSchedule::new(steps, params.f64("shift")?)?;
     let per_step: Vec<f32> = schedule
         .timesteps()
         .iter()
@@ -440,22 +446,35 @@ fn check_cfg(case: &Case, io: &mut Io<'_>) -> Result<()> {
             .ok_or_else(|| Error::Config(format!("cfg.{key} = {i} is out of range")))
     };
     let (t_high, t_low) = (at("base_t_gt_500_index")?, at("base_t_le_500_index")?);
-    compare(
-        "cfg.base_video_guidance_per_step_32 (case.json)",
-        &f32_tensor(&per_step)?,
-        &f32_tensor(&json_f32s(json(
-            case,
-            "/cfg/base_video_guidance_per_step_32",
-        )?))?,
-        Tol::Exact,
-    )?;
+    let cfg_table = json(case, "/cfg")?
+        .as_object()
+        .ok_or_else(|| Error::Config("cfg is not an object".into()))?;
+    for (key, listed) in cfg_table {
+        let got = match without_count(key) {
+            "base_timesteps" => f32_tensor(
+                &schedule
+                    .timesteps()
+                    .iter()
+                    .map(|&t| t as f32)
+                    .collect::<Vec<_>>(),
+            )?,
+            "base_video_guidance_per_step" => f32_tensor(&per_step)?,
+            _ => continue,
+        };
+        compare(
+            &format!("cfg.{key} (case.json)"),
+            &got,
+            &f32_tensor(&json_f32s(listed))?,
+            Tol::Exact,
+        )?;
+    }
     for name in io.names_with_prefix("out.cfg.") {
-        let got = match &name["out.cfg.".len()..] {
+        let got = match without_count(&name["out.cfg.".len()..]) {
             "sr_v_cfg_video" => guide_per_frame(&uv, &cv, &scales)?,
             "sr_guidance_per_latent_frame" => f32_tensor(&scales)?,
             "sr_v_cfg_audio" => guide(&ua, &ca, base.audio_scale)?,
-            "base_timesteps_32" => i64_tensor(schedule.timesteps())?,
-            "base_video_guidance_per_step_32" => f32_tensor(&per_step)?,
+            "base_timesteps" => i64_tensor(schedule.timesteps())?,
+            "base_video_guidance_per_step" => f32_tensor(&per_step)?,
             "base_v_cfg_video_t_gt_500" => guide(&uv, &cv, base.video_scale_at(t_high))?,
             "base_v_cfg_video_t_le_500" => guide(&uv, &cv, base.video_scale_at(t_low))?,
             "base_v_cfg_audio" => guide(&ua, &ca, base.audio_scale)?,
@@ -469,6 +488,19 @@ fn check_cfg(case: &Case, io: &mut Io<'_>) -> Result<()> {
         io.check(&name, &got, t)?;
     }
     Ok(())
+}
+
+/// The per-step base tables carry the step count in their name (`base_timesteps_32`); this
+/// drops it for them and leaves every other name as it is.
+fn without_count(name: &str) -> &str {
+    match name.rsplit_once('_') {
+        Some((kind @ ("base_timesteps" | "base_video_guidance_per_step"), n))
+            if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            kind
+        }
+        _ => name,
+    }
 }
 
 fn json_f32s(v: &Value) -> Vec<f32> {

@@ -1,0 +1,209 @@
+//! Behaviour of the sampler outside the fixtures: determinism, error paths, audio policy.
+
+use std::cell::Cell;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::*;
+use crate::cfg::SrGuidance;
+use crate::model::{Velocity, VelocityInput};
+use crate::noise::SeededNoise;
+use crate::shapes::LatentSize;
+
+/// `v = 0.5 x + mean(text)` for both streams; counts calls.
+struct Linear {
+    calls: Cell<usize>,
+}
+
+impl Linear {
+    fn new() -> Self {
+        Self {
+            calls: Cell::new(0),
+        }
+    }
+}
+
+impl VelocityModel for Linear {
+    fn velocity(&self, input: &VelocityInput<'_>) -> Result<Velocity> {
+        self.calls.set(self.calls.get() + 1);
+        let c = f64::from(input.text.features.mean_all()?.to_scalar::<f32>()?);
+        Ok(Velocity {
+            video: input.video.affine(0.5, c)?,
+            audio: input.audio.affine(0.5, c)?,
+        })
+    }
+}
+
+/// Returns a video velocity of the wrong shape.
+struct Broken;
+
+impl VelocityModel for Broken {
+    fn velocity(&self, input: &VelocityInput<'_>) -> Result<Velocity> {
+        Ok(Velocity {
+            video: input.video.narrow(2, 0, 1)?,
+            audio: input.audio.clone(),
+        })
+    }
+}
+
+fn text(value: f32) -> TextContext {
+    let features = Tensor::full(value, (1, 4, 8), &Device::Cpu).unwrap();
+    TextContext::new(features, 3).unwrap()
+}
+
+fn inputs(sr: bool) -> SamplingInputs {
+    let base = LatentSize {
+        height: 2,
+        width: 2,
+    };
+    let sr_size = sr.then_some(LatentSize {
+        height: 4,
+        width: 4,
+    });
+    SamplingInputs {
+        shapes: LatentShapes::new(9, base, sr_size).unwrap(),
+        text: text(0.1),
+        null_text: Some(text(-0.1)),
+        image: None,
+        user_audio: None,
+        device: Device::Cpu,
+    }
+}
+
+fn vec_of(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+fn run(config: SamplerConfig, inputs: &SamplingInputs, seed: u64) -> Result<SampledLatents> {
+    let (base, sr) = (Linear::new(), Linear::new());
+    Sampler::new(&base, config).with_sr_model(&sr).sample(
+        inputs,
+        &mut SeededNoise::new(seed),
+        &mut NoObserver,
+    )
+}
+
+#[test]
+fn seeded_runs_are_reproducible() {
+    let config = SamplerConfig::distilled().with_sr(SrStage::default());
+    let i = inputs(true);
+    let a = run(config.clone(), &i, 3).unwrap();
+    let b = run(config.clone(), &i, 3).unwrap();
+    let c = run(config, &i, 4).unwrap();
+    assert_eq!(a.video.dims(), &[1, 48, 3, 4, 4]);
+    assert_eq!(a.audio.dims(), &[1, 9, 64]);
+    assert_eq!(vec_of(&a.video), vec_of(&b.video));
+    assert_eq!(vec_of(&a.audio), vec_of(&b.audio));
+    assert_ne!(vec_of(&a.video), vec_of(&c.video));
+    assert_eq!(a.audio_output, AudioOutput::DecodeLatent);
+}
+
+#[test]
+fn guided_base_makes_two_calls_per_step() {
+    let model = Linear::new();
+    let mut config = SamplerConfig::base();
+    config.base.num_steps = 4;
+    Sampler::new(&model, config)
+        .sample(&inputs(false), &mut SeededNoise::new(0), &mut NoObserver)
+        .unwrap();
+    assert_eq!(model.calls.get(), 8);
+}
+
+#[test]
+fn audio_driven_default_keeps_the_user_audio() {
+    let mut i = inputs(false);
+    let user = Tensor::rand(-1f32, 1., (1, 9, 64), &Device::Cpu).unwrap();
+    i.user_audio = Some(user.clone());
+    for config in [SamplerConfig::base(), SamplerConfig::distilled()] {
+        let out = run(config.clone(), &i, 1).unwrap();
+        assert_eq!(vec_of(&out.audio), vec_of(&user));
+        assert_eq!(out.audio_output, AudioOutput::UserOriginal);
+    }
+    let mut reference = SamplerConfig::distilled();
+    reference.audio_driven = AudioDrivenPolicy::MatchReference;
+    let out = run(reference, &i, 1).unwrap();
+    assert_ne!(vec_of(&out.audio), vec_of(&user));
+    assert_eq!(out.audio_output, AudioOutput::DecodeLatent);
+}
+
+#[test]
+fn refuses_incomplete_inputs() {
+    let model = Linear::new();
+    let mut noise = SeededNoise::new(0);
+    // SR asked for but no SR stage.
+    let err = Sampler::new(&model, SamplerConfig::base())
+        .sample(&inputs(true), &mut noise, &mut NoObserver)
+        .unwrap_err();
+    assert!(err.to_string().contains("super-resolution"), "{err}");
+    // CFG without the negative prompt.
+    let mut i = inputs(false);
+    i.null_text = None;
+    let err = Sampler::new(&model, SamplerConfig::base())
+        .sample(&i, &mut noise, &mut NoObserver)
+        .unwrap_err();
+    assert!(err.to_string().contains("negative prompt"), "{err}");
+    // ...but the distilled model needs none.
+    assert!(Sampler::new(&model, SamplerConfig::distilled())
+        .sample(&i, &mut noise, &mut NoObserver)
+        .is_ok());
+    // User audio of the wrong length.
+    let mut i = inputs(false);
+    i.user_audio = Some(Tensor::zeros((1, 8, 64), DType::F32, &Device::Cpu).unwrap());
+    assert!(run(SamplerConfig::base(), &i, 0).is_err());
+    // TI2V + SR without the SR-size image.
+    let mut i = inputs(true);
+    i.image = Some(ImageLatents {
+        base: Tensor::zeros((1, 48, 1, 2, 2), DType::F32, &Device::Cpu).unwrap(),
+        sr: None,
+    });
+    let config = SamplerConfig::base().with_sr(SrStage {
+        guidance: Some(SrGuidance::default()),
+        ..SrStage::default()
+    });
+    let err = run(config, &i, 0).unwrap_err();
+    assert!(err.to_string().contains("SR size"), "{err}");
+    // A grid the reference's UniPC cannot run.
+    let mut config = SamplerConfig::base();
+    config.base.num_steps = 600;
+    assert!(run(config, &inputs(false), 0).is_err());
+}
+
+#[test]
+fn wrong_model_output_is_reported() {
+    let err = Sampler::new(&Broken, SamplerConfig::distilled())
+        .sample(&inputs(false), &mut SeededNoise::new(0), &mut NoObserver)
+        .unwrap_err();
+    assert!(err.to_string().contains("returned velocities"), "{err}");
+}
+
+#[test]
+fn observer_errors_abort() {
+    struct Stop;
+    impl SamplingObserver for Stop {
+        fn step_finished(&mut self, record: &StepRecord<'_>) -> Result<()> {
+            if record.info.index == 1 {
+                return Err(Error::InvalidInput("cancelled".into()));
+            }
+            Ok(())
+        }
+    }
+    let model = Linear::new();
+    let err = Sampler::new(&model, SamplerConfig::distilled())
+        .sample(&inputs(false), &mut SeededNoise::new(0), &mut Stop)
+        .unwrap_err();
+    assert!(err.to_string().contains("cancelled"));
+    assert_eq!(model.calls.get(), 2);
+}
+
+#[test]
+fn first_frame_is_pinned() {
+    let mut i = inputs(false);
+    let image = Tensor::full(7f32, (1, 48, 1, 2, 2), &Device::Cpu).unwrap();
+    i.image = Some(ImageLatents {
+        base: image,
+        sr: None,
+    });
+    let out = run(SamplerConfig::distilled(), &i, 0).unwrap();
+    let first = out.video.narrow(2, 0, 1).unwrap();
+    assert!(vec_of(&first).iter().all(|&v| v == 7.0));
+}
