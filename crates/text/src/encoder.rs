@@ -192,7 +192,8 @@ mod tests {
     #[test]
     fn embedding_scale_is_rounded_in_the_model_dtype() {
         assert_eq!(round_to(DType::BF16, 3584f64.sqrt()), 59.75);
-        assert_eq!(round_to(DType::F32, 3584f64.sqrt()), 59.866_516_113_281_25);
+        assert_eq!(round_to(DType::F32, 3584f64.sqrt()), 59.866_519_927_978_516);
+        assert_eq!(round_to(DType::F32, 48f64.sqrt()), 6.928_203_105_926_514);
         assert_eq!(round_to(DType::BF16, 48f64.sqrt()), 6.9375);
     }
 }
