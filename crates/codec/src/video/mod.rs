@@ -1,0 +1,9 @@
+//! Pieces both video codecs share: the latent normalisation, patchify, frame output.
+
+pub mod frames;
+pub mod latent_norm;
+pub mod patchify;
+
+pub use frames::{frames_u8, VideoChunk};
+pub use latent_norm::LatentNorm;
+pub use patchify::{patchify, unpatchify};

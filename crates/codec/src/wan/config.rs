@@ -1,0 +1,62 @@
+//! Wan2.2 VAE configuration (`WanVAE_` constructor arguments).
+
+use cadence_core::{Error, Result};
+use serde::Deserialize;
+
+/// The `WanVAE_` arguments. Deserialises from the reference's keyword names.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WanConfig {
+    /// Encoder base width (160 real).
+    pub dim: usize,
+    /// Decoder base width (256 real).
+    pub dec_dim: usize,
+    /// Latent channels (48).
+    pub z_dim: usize,
+    /// Width multipliers per stage (`[1, 2, 4, 4]`).
+    pub dim_mult: Vec<usize>,
+    /// Residual blocks per encoder stage (decoder stages have one more).
+    pub num_res_blocks: usize,
+    /// Which encoder stages also halve time (`[false, true, true]`); the decoder reverses it.
+    #[serde(rename = "temperal_downsample")]
+    pub temporal_downsample: Vec<bool>,
+    /// Stages with attention; must be empty (Wan2.2 has none outside the middle block).
+    #[serde(default)]
+    pub attn_scales: Vec<f64>,
+}
+
+impl WanConfig {
+    /// Wan2.2-TI2V-5B's `Wan2.2_VAE.pth`.
+    pub fn wan22_ti2v_5b() -> Self {
+        Self {
+            dim: 160,
+            dec_dim: 256,
+            z_dim: 48,
+            dim_mult: vec![1, 2, 4, 4],
+            num_res_blocks: 2,
+            temporal_downsample: vec![false, true, true],
+            attn_scales: Vec::new(),
+        }
+    }
+
+    /// Checks the invariants the model relies on.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(format!("Wan VAE: {m}")));
+        if self.dim_mult.is_empty() || self.num_res_blocks == 0 {
+            return bad("dim_mult and num_res_blocks must be non-empty".into());
+        }
+        if self.temporal_downsample.len() + 1 != self.dim_mult.len() {
+            return bad(format!(
+                "temperal_downsample has {} entries, dim_mult {} (expected one fewer)",
+                self.temporal_downsample.len(),
+                self.dim_mult.len()
+            ));
+        }
+        if !self.attn_scales.is_empty() {
+            return bad("attn_scales must be empty (Wan2.2 has no stage attention)".into());
+        }
+        if self.z_dim != crate::video::latent_norm::LATENT_CHANNELS {
+            return bad(format!("z_dim {} is not 48", self.z_dim));
+        }
+        Ok(())
+    }
+}
