@@ -3,6 +3,7 @@
 pub mod frames;
 pub mod latent_norm;
 pub mod patchify;
+pub mod upsample;
 
 pub use frames::{frames_u8, VideoChunk};
 pub use latent_norm::LatentNorm;

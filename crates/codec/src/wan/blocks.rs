@@ -9,6 +9,7 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::conv::Conv;
+use crate::video::upsample::{interleave_halves, upsample_nearest_2x};
 use cadence_kernels::conv3d::{Conv3dConfig, Dims3};
 
 /// What a temporal layer remembers between chunks.
@@ -245,14 +246,6 @@ impl AttentionBlock {
     }
 }
 
-/// Nearest-neighbour ×2 in height and width (`nearest-exact` for an integer factor).
-pub fn upsample_nearest_2x(x: &Tensor) -> Result<Tensor> {
-    let (b, c, t, h, w) = x.dims5()?;
-    x.reshape(vec![b, c, t, h, 1, w, 1])?
-        .broadcast_as(vec![b, c, t, h, 2, w, 2])?
-        .reshape((b, c, t, 2 * h, 2 * w))
-}
-
 /// The spatial/temporal resampler of an encoder or decoder stage.
 #[derive(Debug, Clone)]
 pub enum Resample {
@@ -358,16 +351,6 @@ fn down_spatial(conv: &Conv, x: &Tensor) -> Result<Tensor> {
             padding: Dims3::all(0),
         },
     )
-}
-
-/// `[B, 2C, T, H, W] -> [B, C, 2T, H, W]`: channels `[0, C)` become frame `2t`, `[C, 2C)` frame
-/// `2t + 1`.
-pub fn interleave_halves(x: &Tensor) -> Result<Tensor> {
-    let (b, c2, t, h, w) = x.dims5()?;
-    let c = c2 / 2;
-    x.reshape(vec![b, 2, c, t, h, w])?
-        .permute(vec![0, 2, 3, 1, 4, 5])?
-        .reshape((b, c, 2 * t, h, w))
 }
 
 /// Encoder shortcut: zero-pad time in front to a multiple of `ft`, fold `ft×fs×fs` blocks into
