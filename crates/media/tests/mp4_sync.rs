@@ -1,0 +1,183 @@
+//! The MP4 writer checked by a real decoder (ffmpeg): every frame decodes, durations match, the
+//! header comes first, and white flashes line up with audio clicks within 1 ms.
+
+mod common;
+
+use cadence_media::{AudioParams, Mp4Writer, VideoParams};
+use common::*;
+use mp4_atom::{Decode, Moov};
+
+const FPS: usize = 25;
+const RATE: usize = 44_100;
+
+/// Writes a clip with flashes at `flash_frames` and clicks on the matching samples, pushing
+/// video and audio in uneven interleaved chunks as a streaming pipeline would.
+fn write_clip(
+    path: &std::path::Path,
+    video: VideoParams,
+    frames: usize,
+    flash_frames: &[usize],
+) -> cadence_media::Mp4Summary {
+    let (w, h) = (video.width as usize, video.height as usize);
+    let samples_per_frame = RATE / FPS; // 1764
+    let audio = clicks(
+        frames * samples_per_frame,
+        RATE,
+        &flash_frames
+            .iter()
+            .map(|f| f * samples_per_frame)
+            .collect::<Vec<_>>(),
+        0.8,
+    );
+    let mut writer = Mp4Writer::create(path, video, AudioParams::default()).unwrap();
+    let mut audio_pos = 0;
+    let mut frame = 0;
+    while frame < frames {
+        let n = 7.min(frames - frame);
+        let chunk: Vec<u8> = (frame..frame + n)
+            .flat_map(|i| synthetic_frame(w, h, i, flash_frames.contains(&i)))
+            .collect();
+        writer.push_frames(&chunk).unwrap();
+        frame += n;
+        let take = (3001 * 2).min(audio.len() - audio_pos);
+        writer.push_audio(&audio[audio_pos..audio_pos + take]).unwrap();
+        audio_pos += take;
+    }
+    writer.push_audio(&audio[audio_pos..]).unwrap();
+    writer.finish().unwrap()
+}
+
+fn f64_of(v: &serde_json::Value) -> f64 {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn flashes_and_clicks_agree_within_a_millisecond() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sync.mp4");
+    // 180 rows is not a multiple of 16: exercises SPS cropping. Segments of 10 frames on 3
+    // threads finish out of order and must be reassembled.
+    let video = VideoParams {
+        segment_frames: 10,
+        threads: 3,
+        ..VideoParams::new(320, 180, FPS as u32)
+    };
+    let frames = 75;
+    let flashes = [10, 33, 61];
+    let summary = write_clip(&path, video, frames, &flashes);
+    assert_eq!(summary.frames, 75);
+    assert_eq!(summary.audio_samples, 75 * 1764);
+    assert_eq!(dir_entries(dir.path()), vec!["sync.mp4"], "no temporary files left");
+
+    // Container layout: header first, then the media.
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(top_level_boxes(&bytes), vec!["ftyp", "moov", "mdat"]);
+    let moov = Moov::decode(&mut top_level_box(&bytes, "moov")).unwrap();
+    let elst = |i: usize| {
+        moov.trak[i].edts.as_ref().unwrap().elst.as_ref().unwrap().entries[0].clone()
+    };
+    assert_eq!(elst(0).media_time, Some(0));
+    assert_eq!(elst(1).media_time, Some(1024), "syom's priming is cut by the edit list");
+    assert_eq!(elst(1).segment_duration, 75 * 1764);
+
+    // Streams as ffprobe sees them.
+    let probe = ffprobe(&path, &[]);
+    let streams = probe["streams"].as_array().unwrap();
+    let v = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
+    let a = streams.iter().find(|s| s["codec_type"] == "audio").unwrap();
+    assert_eq!(v["codec_name"], "h264");
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(320), Some(180)));
+    assert_eq!(a["codec_name"], "aac");
+    assert_eq!(a["profile"], "LC");
+    assert_eq!(a["sample_rate"], "44100");
+    assert_eq!(a["channels"].as_u64(), Some(2));
+    assert!((f64_of(&v["duration"]) - 3.0).abs() < 1e-6, "{}", v["duration"]);
+    assert!((f64_of(&a["duration"]) - 3.0).abs() < 1e-3, "{}", a["duration"]);
+    assert!(f64_of(&a["start_time"]).abs() < 1e-6, "audio starts at 0");
+    assert!(f64_of(&v["start_time"]).abs() < 1e-6, "video starts at 0");
+
+    // Every frame decodes (ffmpeg -xerror), flashes exactly where they were put.
+    let gray = decode_gray(&path, 320, 180);
+    assert_eq!(gray.len(), frames, "decoded frame count");
+    let bright: Vec<usize> = gray
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.iter().map(|&p| u64::from(p)).sum::<u64>() / f.len() as u64 > 200)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(bright, flashes);
+
+    // Every segment starts with a key frame.
+    let frames_json = ffprobe(
+        &path,
+        &["-select_streams", "v", "-show_entries", "frame=key_frame,pts_time", "-show_frames"],
+    );
+    let vf = frames_json["frames"].as_array().unwrap();
+    assert_eq!(vf.len(), frames);
+    for s in (0..frames).step_by(10) {
+        assert_eq!(vf[s]["key_frame"].as_u64(), Some(1), "frame {s} starts a segment");
+    }
+
+    // Clicks (decoded by ffmpeg, edit list applied) against flash display times.
+    let audio = decode_audio(&path, 1);
+    assert!(
+        (75 * 1764..=75 * 1764 + 1024).contains(&audio.len()),
+        "decoded {} samples",
+        audio.len()
+    );
+    let clicks = onsets(&audio, 0.4, RATE / 20);
+    assert_eq!(clicks.len(), flashes.len(), "clicks found at {clicks:?}");
+    for (&click, &flash) in clicks.iter().zip(&flashes) {
+        let click_t = click as f64 / RATE as f64;
+        let flash_t = f64_of(&vf[flash]["pts_time"]);
+        let diff_ms = (click_t - flash_t).abs() * 1000.0;
+        println!("flash {flash}: video {flash_t:.5} s, audio {click_t:.5} s, diff {diff_ms:.3} ms");
+        assert!(diff_ms < 1.0, "flash {flash} off by {diff_ms} ms");
+    }
+}
+
+#[test]
+fn full_hd_1080_is_cropped_in_the_sps_and_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hd.mp4");
+    let video = VideoParams::new(1920, 1080, 25);
+    let mut w = Mp4Writer::create(&path, video, AudioParams::default()).unwrap();
+    for i in 0..3 {
+        w.push_frames(&synthetic_frame(1920, 1080, i, i == 1)).unwrap();
+    }
+    let s = w.finish().unwrap();
+    assert_eq!((s.frames, s.audio_samples), (3, 0));
+    let probe = ffprobe(&path, &[]);
+    let streams = probe["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 1, "no audio pushed: video-only file");
+    assert_eq!(streams[0]["width"].as_u64(), Some(1920));
+    assert_eq!(streams[0]["height"].as_u64(), Some(1080));
+    let gray = decode_gray(&path, 1920, 1080);
+    assert_eq!(gray.len(), 3);
+    assert!(gray[1].iter().all(|&p| p > 230), "flash frame is white");
+}
+
+#[test]
+fn bitstream_does_not_depend_on_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut streams = Vec::new();
+    for threads in [1, 3] {
+        let path = dir.path().join(format!("t{threads}.mp4"));
+        let video = VideoParams {
+            segment_frames: 4,
+            threads,
+            ..VideoParams::new(128, 96, 25)
+        };
+        let mut w = Mp4Writer::create(&path, video, AudioParams::default()).unwrap();
+        for i in 0..14 {
+            w.push_frames(&synthetic_frame(128, 96, i, i == 5)).unwrap();
+        }
+        w.push_audio(&clicks(14 * 1764, RATE, &[5 * 1764], 0.5)).unwrap();
+        w.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        streams.push((track_samples(&bytes, 0), track_samples(&bytes, 1)));
+        assert_eq!(decode_gray(&path, 128, 96).len(), 14);
+    }
+    assert_eq!(streams[0].0.len(), 14);
+    assert!(streams[0] == streams[1], "1 and 3 threads must give identical samples");
+}
