@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The CUDA build, reproducible on a machine with no GPU and no system CUDA toolkit.
+#
+#   scripts/cuda/build.sh check      type-check every crate with CUDA on (fake nvcc; ~1 min)
+#   scripts/cuda/build.sh release    build the `cadence` binary with CUDA for the H100 (sm_90a)
+#
+# Both use the candle-core prepared by patched-candle.sh (the driver is loaded at run time) and
+# restore Cargo.lock afterwards, since a command-line [patch] rewrites it.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+here="$root/scripts/cuda"
+mode=${1:-check}; shift || true
+cd "$root"
+patch=(--config "patch.crates-io.candle-core.path=\"$("$here/patched-candle.sh")\"")
+cp Cargo.lock target/cuda-patch/Cargo.lock.orig
+trap 'cp target/cuda-patch/Cargo.lock.orig Cargo.lock' EXIT
+export CUDA_COMPUTE_CAP=90 CUDARC_CUDA_VERSION=13000
+case "$mode" in
+  check)
+    PATH="$here/fake-nvcc:$PATH" CARGO_TARGET_DIR="$root/target/cuda-check" \
+      cargo check --workspace --all-targets --features cadence-kernels/cuda "${patch[@]}" "$@"
+    ;;
+  release)
+    eval "$("$here/toolkit.sh")"
+    CARGO_TARGET_DIR="$root/target/cuda" cargo build --release -p cadence-cli --features cuda "${patch[@]}" "$@"
+    ;;
+  *) echo "usage: $0 check|release [cargo args]" >&2; exit 2 ;;
+esac
