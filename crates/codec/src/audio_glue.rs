@@ -47,7 +47,7 @@ pub fn resample_fft(x: &Tensor, m: usize) -> Result<Tensor> {
         let mut y = inv.make_input_vec();
         y[..keep / 2 + 1].copy_from_slice(&spec[..keep / 2 + 1]);
         if keep % 2 == 0 && m != n {
-            y[keep / 2] = y[keep / 2] * if m < n { 2.0 } else { 0.5 };
+            y[keep / 2] *= if m < n { 2.0 } else { 0.5 };
         }
         // A real inverse FFT ignores the imaginary parts of DC and (even length) Nyquist.
         y[0].im = 0.0;

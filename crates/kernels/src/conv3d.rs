@@ -17,7 +17,7 @@
 //! device. Only the reference exists today; a Hopper kernel (implicit-GEMM over the 27 taps in
 //! bf16) slots in as another arm of the `match` without any change to codec code.
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 
 /// Upper bound on the input bytes one group of output frames reads, to bound temporaries.
 pub const FRAME_GROUP_BYTES: usize = 256 << 20;
@@ -83,6 +83,13 @@ pub fn conv3d(
 ) -> Result<Tensor> {
     validate(x, weight, bias, cfg)?;
     match x.device() {
+        // candle's CPU matmul has no half-precision path: compute in f32 (what a bf16 GPU kernel
+        // accumulates in anyway) and round the result back to the input dtype.
+        Device::Cpu if matches!(x.dtype(), DType::BF16 | DType::F16) => {
+            let f = |t: &Tensor| t.to_dtype(DType::F32);
+            let bias = bias.map(f).transpose()?;
+            reference(&f(x)?, &f(weight)?, bias.as_ref(), cfg)?.to_dtype(x.dtype())
+        }
         // The dispatch point: device kernels are added as arms here.
         Device::Cpu | Device::Cuda(_) | Device::Metal(_) => reference(x, weight, bias, cfg),
     }
@@ -205,7 +212,7 @@ fn strided_frames(x: &Tensor, first: usize, n: usize, step: usize) -> Result<Ten
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, D};
+    use candle_core::D;
 
     /// Largest absolute difference between two tensors of one shape.
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
@@ -233,11 +240,11 @@ mod tests {
         let bv = bias.to_vec1::<f32>().unwrap();
         let mut out = Vec::new();
         for bi in 0..b {
-            for o in 0..co {
+            for (o, &b0) in bv.iter().enumerate().take(co) {
                 for ot in 0..to {
                     for oh in 0..ho {
                         for ow in 0..wo {
-                            let mut acc = bv[o];
+                            let mut acc = b0;
                             for c in 0..ci {
                                 for a in 0..kt {
                                     for i in 0..kh {
@@ -311,5 +318,19 @@ mod tests {
         assert!(conv3d(&x, &w, None, Conv3dConfig::default()).is_err());
         let w = Tensor::zeros((1, 2, 5, 1, 1), DType::F32, &dev).unwrap();
         assert!(conv3d(&x, &w, None, Conv3dConfig::default()).is_err());
+    }
+
+    #[test]
+    fn half_precision_runs_on_cpu() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1f32, (1, 2, 3, 4, 4), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1f32, (2, 2, 3, 3, 3), &dev).unwrap();
+        let cfg = Conv3dConfig::padded(Dims3::new(1, 1, 1));
+        let full = conv3d(&x, &w, None, cfg).unwrap();
+        let bf = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
+        let half = conv3d(&bf(&x), &bf(&w), None, cfg).unwrap();
+        assert_eq!(half.dtype(), DType::BF16);
+        let d = max_abs_diff(&half.to_dtype(DType::F32).unwrap(), &full).unwrap();
+        assert!(d < 0.2, "{d}");
     }
 }
