@@ -100,7 +100,7 @@ pub enum Error {
     #[error("{} was not found in {} at revision {}: the repository layout changed; update component `{}` in weights.toml or pin a revision that has the file", file.path, file.repo, file.revision, file.component)]
     FileNotFound {
         /// The file asked for.
-        file: RemoteFile,
+        file: Box<RemoteFile>,
     },
 
     /// Any other HTTP error status.
@@ -118,7 +118,7 @@ pub enum Error {
     #[error("could not download {file} from {endpoint}: {detail}; check the network (or point HF_ENDPOINT to a reachable mirror) and fetch again: the {kept} bytes received so far are kept and the download resumes")]
     Network {
         /// The file being fetched.
-        file: RemoteFile,
+        file: Box<RemoteFile>,
         /// The endpoint used.
         endpoint: String,
         /// The transport error.
@@ -131,7 +131,7 @@ pub enum Error {
     #[error("{file} is not in the Hugging Face cache ({}) and offline mode is on: fetch it once with network access (unset HF_HUB_OFFLINE)", cache.display())]
     NotCached {
         /// The file asked for.
-        file: RemoteFile,
+        file: Box<RemoteFile>,
         /// The cache folder searched.
         cache: PathBuf,
     },
@@ -140,7 +140,7 @@ pub enum Error {
     #[error("checksum mismatch for {file}: expected sha256 {expected}, got {actual}; the download was deleted, fetch again (if it repeats, the mirror or weights.toml is wrong)")]
     ChecksumMismatch {
         /// The file fetched.
-        file: RemoteFile,
+        file: Box<RemoteFile>,
         /// Expected sha256 (hex).
         expected: String,
         /// Sha256 of what was received (hex).
@@ -151,7 +151,7 @@ pub enum Error {
     #[error("size mismatch for {file}: expected {expected} bytes, received {actual}; the download was deleted, fetch again")]
     SizeMismatch {
         /// The file fetched.
-        file: RemoteFile,
+        file: Box<RemoteFile>,
         /// Announced size in bytes.
         expected: u64,
         /// Bytes received.
@@ -162,7 +162,7 @@ pub enum Error {
     #[error("{file}: weights.toml says {field} {manifest} but the Hub serves {upstream}: the upstream file changed; update weights.toml or pin the revision it was written for")]
     ManifestDisagrees {
         /// The file asked for.
-        file: RemoteFile,
+        file: Box<RemoteFile>,
         /// `size` or `sha256`.
         field: &'static str,
         /// The manifest's value.
@@ -184,7 +184,7 @@ pub enum Error {
     #[error("{file} is being downloaded by another process (lock {}): wait for it to finish and fetch again", lock.display())]
     Busy {
         /// The file fetched.
-        file: RemoteFile,
+        file: Box<RemoteFile>,
         /// The lock file.
         lock: PathBuf,
     },
@@ -193,7 +193,7 @@ pub enum Error {
     #[error("{file} needs {needed} more bytes but only {available} are free in {}: free some space or point HF_HUB_CACHE to a larger disk", dir.display())]
     NoSpace {
         /// The file to download.
-        file: RemoteFile,
+        file: Box<RemoteFile>,
         /// Bytes still to download.
         needed: u64,
         /// Bytes free on the disk.

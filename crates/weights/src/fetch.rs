@@ -314,7 +314,7 @@ impl Fetcher<'_> {
             return match cache.lookup(&file.path) {
                 Some(path) => Ok(FileOutcome::Present { path }),
                 None => Err(Error::NotCached {
-                    file,
+                    file: Box::new(file),
                     cache: hub.cache_dir.clone(),
                 }),
             };
@@ -398,7 +398,7 @@ fn agree_with_manifest(
 ) -> Result<Option<String>> {
     let spec = c.spec(name);
     let disagree = |field, manifest: String, upstream: String| Error::ManifestDisagrees {
-        file: file.clone(),
+        file: Box::new(file.clone()),
         field,
         manifest,
         upstream,
@@ -432,7 +432,7 @@ fn ensure_space(
     };
     if available < needed {
         return Err(Error::NoSpace {
-            file: file.clone(),
+            file: Box::new(file.clone()),
             needed,
             available,
             dir: dir.to_path_buf(),

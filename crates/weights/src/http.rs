@@ -236,7 +236,7 @@ impl Context<'_> {
         let (code, error_code, message) = match failure {
             Failure::Transport(detail) => {
                 return Error::Network {
-                    file: self.file.clone(),
+                    file: Box::new(self.file.clone()),
                     endpoint: self.endpoint.to_string(),
                     detail,
                     kept,
@@ -277,7 +277,7 @@ impl Context<'_> {
                 endpoint: self.endpoint.to_string(),
             },
             (Some("EntryNotFound"), _, _) | (_, 404, _) => Error::FileNotFound {
-                file: self.file.clone(),
+                file: Box::new(self.file.clone()),
             },
             (_, 401, Some(token_source)) => Error::BadToken { repo, token_source },
             _ => Error::Http {

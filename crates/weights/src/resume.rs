@@ -58,7 +58,7 @@ impl Transfer<'_> {
         let file = self.ctx.file;
         let _lock = acquire(lock).and_then(|held| {
             held.ok_or_else(|| Error::Busy {
-                file: file.clone(),
+                file: Box::new(file.clone()),
                 lock: lock.to_path_buf(),
             })
         })?;
@@ -104,7 +104,7 @@ impl Transfer<'_> {
             if !actual.eq_ignore_ascii_case(expected) {
                 std::fs::remove_file(&part).map_err(|e| Error::io(&part, e))?;
                 return Err(Error::ChecksumMismatch {
-                    file: file.clone(),
+                    file: Box::new(file.clone()),
                     expected: expected.to_string(),
                     actual,
                 });
@@ -171,7 +171,7 @@ impl Transfer<'_> {
                 drop(writer);
                 std::fs::remove_file(part).map_err(|e| Error::io(part, e))?;
                 return Err(Error::SizeMismatch {
-                    file: file.clone(),
+                    file: Box::new(file.clone()),
                     expected: self.size,
                     actual: *have + n as u64,
                 });
