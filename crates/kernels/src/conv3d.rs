@@ -2,19 +2,21 @@
 //! lacks.
 //!
 //! [`conv3d`] is a cross-correlation with weight `[C_out, C_in, kt, kh, kw]`, per-axis stride and
-//! symmetric zero padding, exactly PyTorch's `F.conv3d` without dilation or groups. Codecs apply
-//! their own temporal padding (causal zeros for Wan, replicated edges for Turbo-VAED) before
-//! calling it and usually pass `padding.t = 0`.
+//! symmetric padding, PyTorch's `F.conv3d` without dilation or groups. Spatial padding is zeros;
+//! temporal padding is zeros or, with [`Conv3dConfig::replicate_time`], copies of the edge frames
+//! (Turbo-VAED's convs). Wan's causal front-only padding is applied by the caller.
 //!
 //! The reference implementation is a sum over the temporal taps of candle `conv2d` calls on the
 //! frames each tap sees, with frames folded into the batch axis. It is built only from candle
-//! ops, so it runs (and is the parity reference) on every device. Its memory cost is bounded: the
-//! frames are processed in groups of at most [`FRAME_GROUP_BYTES`] of input, so the temporaries
-//! (frame gather, candle's internal NHWC copy, the per-tap conv output) stay at a few hundred MiB
-//! even for 1080p windows, on top of the input and the output themselves.
+//! ops, so it runs (and is the parity reference) on every device. Its memory is bounded: output
+//! frames are computed in groups reading at most [`FRAME_GROUP_BYTES`] of input and written into
+//! the preallocated output, so besides the input and the output it needs only per-group
+//! temporaries (frame gather, candle's NHWC copy, one tap's conv output, the accumulator):
+//! about five frames' worth for 1080p activations. Replicated time padding is realised by the
+//! frame gather's indices and costs no copy of the input.
 //!
 //! Dispatch: [`conv3d`] validates the arguments and picks the implementation for the input's
-//! device. Only the reference exists today; a Hopper kernel (implicit-GEMM over the 27 taps in
+//! device. Only the reference exists today; a Hopper kernel (implicit GEMM over the 27 taps in
 //! bf16) slots in as another arm of the `match` without any change to codec code.
 
 use candle_core::{DType, Device, Result, Tensor};
@@ -45,13 +47,15 @@ impl Dims3 {
     }
 }
 
-/// Stride and zero padding of a [`conv3d`].
+/// Stride and padding of a [`conv3d`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv3dConfig {
     /// Stride per axis (each at least 1).
     pub stride: Dims3,
-    /// Zero padding added on both sides of each axis.
+    /// Padding added on both sides of each axis (zeros unless `replicate_time`).
     pub padding: Dims3,
+    /// Pad time with copies of the first/last frame instead of zeros.
+    pub replicate_time: bool,
 }
 
 impl Default for Conv3dConfig {
@@ -59,6 +63,7 @@ impl Default for Conv3dConfig {
         Self {
             stride: Dims3::all(1),
             padding: Dims3::all(0),
+            replicate_time: false,
         }
     }
 }
@@ -69,6 +74,16 @@ impl Conv3dConfig {
         Self {
             stride: Dims3::all(1),
             padding,
+            replicate_time: false,
+        }
+    }
+
+    /// Stride 1, spatial zero padding, `padding.t` edge frames replicated on each side.
+    pub const fn replicate_time(padding: Dims3) -> Self {
+        Self {
+            stride: Dims3::all(1),
+            padding,
+            replicate_time: true,
         }
     }
 }
@@ -133,11 +148,23 @@ fn validate(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv3dConfig) ->
 
 /// Sum over temporal taps of 2-D convolutions, in bounded groups of output frames.
 fn reference(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv3dConfig) -> Result<Tensor> {
+    grouped(x, w, bias, cfg, FRAME_GROUP_BYTES)
+}
+
+/// [`reference`] with output frames grouped so one group reads at most `group_bytes` of input.
+fn grouped(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: Conv3dConfig,
+    group_bytes: usize,
+) -> Result<Tensor> {
     let (s, p) = (cfg.stride, cfg.padding);
-    let x = if p.t > 0 {
-        x.pad_with_zeros(2, p.t, p.t)?
+    // Zero time padding is materialised; replicated padding is done by the gather indices.
+    let (x, pt) = if p.t > 0 && !cfg.replicate_time {
+        (x.pad_with_zeros(2, p.t, p.t)?, 0)
     } else {
-        x.clone()
+        (x.clone(), p.t)
     };
     // candle's conv2d takes one padding and one stride for both spatial axes.
     let (x, pad2d) = if p.h == p.w {
@@ -148,34 +175,48 @@ fn reference(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv3dConfig) -
             0,
         )
     };
-    let (x, stride2d) = if s.h == s.w {
-        (x, s.h)
-    } else {
+    if s.h != s.w {
         candle_core::bail!("conv3d: different strides for height and width are not supported")
-    };
+    }
     let (b, c_in, t, h, wd) = x.dims5()?;
-    let kt = w.dim(2)?;
-    let t_out = (t - kt) / s.t + 1;
+    let (c_out, _, kt, kh, kw) = w.dims5()?;
+    let t_out = (t + 2 * pt - kt) / s.t + 1;
+    let (h_out, w_out) = (
+        (h + 2 * pad2d - kh) / s.h + 1,
+        (wd + 2 * pad2d - kw) / s.w + 1,
+    );
 
     let frame_bytes = b * c_in * h * wd * x.dtype().size_in_bytes();
-    let group = (FRAME_GROUP_BYTES / (frame_bytes * kt).max(1)).clamp(1, t_out);
+    let group = (group_bytes / (frame_bytes * kt).max(1)).clamp(1, t_out);
     let taps: Vec<Tensor> = (0..kt)
         .map(|dt| w.narrow(2, dt, 1)?.squeeze(2)?.contiguous())
         .collect::<Result<_>>()?;
+    let bias = bias.map(|b| b.reshape((1, c_out, 1, 1))).transpose()?;
+    // candle's index_select needs a contiguous source.
+    let x = x.contiguous()?;
 
-    let mut pieces = Vec::with_capacity(t_out.div_ceil(group));
+    let out = Tensor::zeros((b, c_out, t_out, h_out, w_out), x.dtype(), x.device())?;
     for start in (0..t_out).step_by(group) {
         let n = group.min(t_out - start);
         let mut acc: Option<Tensor> = None;
         for (dt, tap) in taps.iter().enumerate() {
-            let frames = strided_frames(&x, start * s.t + dt, n, s.t)?;
-            // [B, C, n, H, W] -> [B*n, C, H, W]
-            let frames = frames
+            // Input frame of output frame `start + i` for this tap, in the padded sequence,
+            // clamped into the real frames (replicate padding; a no-op without padding).
+            let idx: Vec<u32> = (0..n)
+                .map(|i| ((start + i) * s.t + dt).saturating_sub(pt).min(t - 1) as u32)
+                .collect();
+            let idx = Tensor::new(idx.as_slice(), x.device())?;
+            // [B, C, n, H, W] -> frames as the batch axis [B*n, C, H, W]
+            let frames = x
+                .index_select(&idx, 2)?
                 .permute((0, 2, 1, 3, 4))?
                 .reshape((b * n, c_in, h, wd))?;
-            let y = frames.conv2d(tap, pad2d, stride2d, 1, 1)?;
+            let y = frames.conv2d(tap, pad2d, s.h, 1, 1)?;
             acc = Some(match acc {
-                None => y,
+                None => match &bias {
+                    Some(bias) => y.broadcast_add(bias)?,
+                    None => y,
+                },
                 Some(a) => (a + y)?,
             });
         }
@@ -183,30 +224,13 @@ fn reference(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv3dConfig) -
             Some(a) => a,
             None => candle_core::bail!("conv3d: weight has no temporal taps"),
         };
-        let (_, c_out, ho, wo) = acc.dims4()?;
-        pieces.push(
-            acc.reshape((b, n, c_out, ho, wo))?
-                .permute((0, 2, 1, 3, 4))?,
-        );
+        let piece = acc
+            .reshape((b, n, c_out, h_out, w_out))?
+            .permute((0, 2, 1, 3, 4))?
+            .contiguous()?;
+        out.slice_set(&piece, 2, start)?;
     }
-    let y = Tensor::cat(&pieces, 2)?.contiguous()?;
-    match bias {
-        Some(bias) => {
-            let c_out = bias.dim(0)?;
-            y.broadcast_add(&bias.reshape((1, c_out, 1, 1, 1))?)
-        }
-        None => Ok(y),
-    }
-}
-
-/// Frames `first, first + step, …` (`n` of them) of `x` along the time axis.
-fn strided_frames(x: &Tensor, first: usize, n: usize, step: usize) -> Result<Tensor> {
-    if step == 1 {
-        return x.narrow(2, first, n);
-    }
-    let idx: Vec<u32> = (0..n).map(|i| (first + i * step) as u32).collect();
-    let idx = Tensor::new(idx.as_slice(), x.device())?;
-    x.index_select(&idx, 2)
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -226,8 +250,13 @@ mod tests {
 
     /// Direct six-loop definition of the convolution, the independent oracle.
     fn naive(x: &Tensor, w: &Tensor, bias: &Tensor, cfg: Conv3dConfig) -> Vec<f32> {
+        let pt = cfg.padding.t;
+        let x = if cfg.replicate_time {
+            x.pad_with_same(2, pt, pt)
+        } else {
+            x.pad_with_zeros(2, pt, pt)
+        };
         let x = x
-            .pad_with_zeros(2, cfg.padding.t, cfg.padding.t)
             .and_then(|x| x.pad_with_zeros(3, cfg.padding.h, cfg.padding.h))
             .and_then(|x| x.pad_with_zeros(4, cfg.padding.w, cfg.padding.w))
             .unwrap();
@@ -299,7 +328,7 @@ mod tests {
             (3, 1, 1),
             Conv3dConfig {
                 stride: Dims3::new(2, 1, 1),
-                padding: Dims3::all(0),
+                ..Conv3dConfig::default()
             },
         );
         check((1, 3, 4, 6, 6), (1, 1, 1), Conv3dConfig::default());
@@ -308,6 +337,31 @@ mod tests {
             (3, 3, 3),
             Conv3dConfig::padded(Dims3::new(1, 2, 1)),
         );
+        check(
+            (2, 3, 4, 5, 5),
+            (3, 3, 3),
+            Conv3dConfig::replicate_time(Dims3::new(1, 1, 1)),
+        );
+        check(
+            (1, 2, 1, 4, 4),
+            (3, 1, 1),
+            Conv3dConfig::replicate_time(Dims3::new(1, 0, 0)),
+        );
+    }
+
+    #[test]
+    fn frame_groups_give_the_same_result() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1f32, (1, 3, 7, 5, 5), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1f32, (4, 3, 3, 3, 3), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1f32, 4, &dev).unwrap();
+        let cfg = Conv3dConfig::replicate_time(Dims3::all(1));
+        let whole = grouped(&x, &w, Some(&b), cfg, usize::MAX).unwrap();
+        let one_frame = grouped(&x, &w, Some(&b), cfg, 1).unwrap();
+        assert_eq!(max_abs_diff(&whole, &one_frame).unwrap(), 0.0);
+        let want = naive(&x, &w, &b, cfg);
+        let want = Tensor::from_vec(want, whole.dims(), &dev).unwrap();
+        assert!(max_abs_diff(&whole, &want).unwrap() < 1e-4);
     }
 
     #[test]

@@ -6,13 +6,33 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::conv::Conv;
+use crate::video::frame_groups::map_frames;
 use crate::video::upsample::{interleave_halves, upsample_nearest_2x};
 
-/// Affine-free RMSNorm over channels: `x * rsqrt(mean_c(x²) + eps)`, computed in f32.
-pub fn rms_norm(x: &Tensor, eps: f64) -> Result<Tensor> {
-    let xf = x.to_dtype(DType::F32)?;
-    let inv = (xf.sqr()?.mean_keepdim(1)? + eps)?.sqrt()?.recip()?;
-    xf.broadcast_mul(&inv)?.to_dtype(x.dtype())
+/// Affine-free RMSNorm over channels: `x * rsqrt(mean_c(x²) + eps)`, computed in f32, then
+/// `act`; run a few frames at a time so the f32 temporaries stay small.
+pub fn norm_act(x: &Tensor, eps: f64, act: Activation) -> Result<Tensor> {
+    map_frames(x, |x| {
+        let xf = x.to_dtype(DType::F32)?;
+        let inv = (xf.sqr()?.mean_keepdim(1)? + eps)?.sqrt()?.recip()?;
+        let y = xf.broadcast_mul(&inv)?.to_dtype(x.dtype())?;
+        match act {
+            Activation::None => Ok(y),
+            Activation::Relu => y.relu(),
+            Activation::Silu => y.silu(),
+        }
+    })
+}
+
+/// The activation fused after a norm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// None.
+    None,
+    /// `max(x, 0)`.
+    Relu,
+    /// `x · sigmoid(x)`.
+    Silu,
 }
 
 /// A Conv3d with replicate time padding `(kt-1)/2` on both sides and zero spatial padding
@@ -43,14 +63,9 @@ impl ReplicateConv3d {
     /// `[B, C, T, H, W] -> [B, C_out, T, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let pt = (self.conv.kt() - 1) / 2;
-        let x = if pt > 0 {
-            x.pad_with_same(2, pt, pt)?
-        } else {
-            x.clone()
-        };
         let p = self.k / 2;
         self.conv
-            .forward(&x, Conv3dConfig::padded(Dims3::new(0, p, p)))
+            .forward(x, Conv3dConfig::replicate_time(Dims3::new(pt, p, p)))
     }
 }
 
@@ -66,7 +81,7 @@ pub struct ResnetBlock {
 }
 
 /// Epsilon of the two norms inside a resnet and of the final norm.
-const NORM_EPS: f64 = 1e-8;
+pub const NORM_EPS: f64 = 1e-8;
 
 impl ResnetBlock {
     /// Keys `conv1.conv.*`, `conv2.conv.*`, `conv_shortcut.conv.*`.
@@ -97,17 +112,17 @@ impl ResnetBlock {
 
     /// One window.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = rms_norm(x, NORM_EPS)?;
-        let h = if self.relu_first {
-            h.relu()?
+        let first = if self.relu_first {
+            Activation::Relu
         } else {
-            h.silu()?
+            Activation::Silu
         };
-        let h = self.conv1.forward(&h)?;
-        let h = rms_norm(&h, NORM_EPS)?.silu()?;
-        let h = self.conv2.forward(&h)?;
+        let h = self.conv1.forward(&norm_act(x, NORM_EPS, first)?)?;
+        let h = self
+            .conv2
+            .forward(&norm_act(&h, NORM_EPS, Activation::Silu)?)?;
         match &self.shortcut {
-            Some(s) => h + s.forward(&rms_norm(x, self.shortcut_eps)?)?,
+            Some(s) => h + s.forward(&norm_act(x, self.shortcut_eps, Activation::None)?)?,
             None => h + x,
         }
     }

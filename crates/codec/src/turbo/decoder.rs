@@ -3,7 +3,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::blocks::{rms_norm, ReplicateConv3d, ResnetBlock, Upsampler};
+use super::blocks::{norm_act, Activation, ReplicateConv3d, ResnetBlock, Upsampler, NORM_EPS};
 use super::config::TurboConfig;
 use crate::video::unpatchify;
 
@@ -108,7 +108,7 @@ impl Decoder {
                 x = r.forward(&x)?;
             }
         }
-        let x = rms_norm(&x, 1e-8)?.silu()?;
+        let x = norm_act(&x, NORM_EPS, Activation::Silu)?;
         unpatchify(&self.conv_out.forward(&x)?)
     }
 }

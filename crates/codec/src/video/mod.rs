@@ -1,5 +1,6 @@
 //! Pieces both video codecs share: the latent normalisation, patchify, frame output.
 
+pub mod frame_groups;
 pub mod frames;
 pub mod latent_norm;
 pub mod patchify;

@@ -9,6 +9,7 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::conv::Conv;
+use crate::video::frame_groups::map_frames;
 use crate::video::upsample::{interleave_halves, upsample_nearest_2x};
 use cadence_kernels::conv3d::{Conv3dConfig, Dims3};
 
@@ -74,8 +75,13 @@ impl RmsNorm {
         })
     }
 
-    /// Normalises `[B, C, ...]` over axis 1 (computed in f32, returned in `x`'s dtype).
+    /// Normalises `[B, C, T, H, W]` over axis 1 (computed in f32 a few frames at a time,
+    /// returned in `x`'s dtype).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        map_frames(x, |x| self.forward_group(x))
+    }
+
+    fn forward_group(&self, x: &Tensor) -> Result<Tensor> {
         let xf = x.to_dtype(DType::F32)?;
         let norm = xf.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
         let mut shape = vec![1; x.rank()];
@@ -136,7 +142,7 @@ impl CausalConv3d {
         };
         let cfg = Conv3dConfig {
             stride,
-            padding: Dims3::new(0, self.pad, self.pad),
+            ..Conv3dConfig::padded(Dims3::new(0, self.pad, self.pad))
         };
         self.conv.forward(&x, cfg)
     }
@@ -348,7 +354,7 @@ fn down_spatial(conv: &Conv, x: &Tensor) -> Result<Tensor> {
         &x,
         Conv3dConfig {
             stride: Dims3::new(1, 2, 2),
-            padding: Dims3::all(0),
+            ..Conv3dConfig::default()
         },
     )
 }
