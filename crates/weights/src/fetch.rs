@@ -20,7 +20,7 @@
 //! itself uses, and the cache layout is hf-hub's ([`crate::cache`]).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cache::RepoCache;
@@ -284,7 +284,7 @@ impl Fetcher<'_> {
         c: &Component,
         name: &str,
         optional: bool,
-        check: &mut dyn FnMut(&std::path::Path) -> Result<()>,
+        check: &mut dyn FnMut(&Path) -> Result<()>,
     ) -> FetchedFile {
         let file = c.remote(name);
         let outcome = match self.resolve(c, name) {
@@ -334,20 +334,16 @@ impl Fetcher<'_> {
         let sha256 = agree_with_manifest(c, name, &file, &meta)?;
 
         let blob = cache.blob(&meta.etag);
-        let io = |path: &std::path::Path| {
-            let path = path.to_path_buf();
-            move |e| Error::io(path, e)
-        };
         let complete = std::fs::metadata(&blob).is_ok_and(|m| m.len() == meta.size);
         let resumed_from = if complete {
             None
         } else {
             // A blob of the wrong size was not written by a verified download: replace it.
             if blob.exists() {
-                std::fs::remove_file(&blob).map_err(io(&blob))?;
+                std::fs::remove_file(&blob).map_err(io_at(&blob))?;
             }
             let blobs = blob.parent().unwrap_or(&hub.cache_dir);
-            std::fs::create_dir_all(blobs).map_err(io(blobs))?;
+            std::fs::create_dir_all(blobs).map_err(io_at(blobs))?;
             ensure_space(&file, &part_path(&blob), meta.size, blobs)?;
             let transfer = Transfer {
                 http,
@@ -361,8 +357,10 @@ impl Fetcher<'_> {
         };
         let path = cache
             .link(&meta.commit, &file.path, &meta.etag)
-            .map_err(io(&cache.pointer(&meta.commit, &file.path)))?;
-        cache.write_ref(&meta.commit).map_err(io(&hub.cache_dir))?;
+            .map_err(io_at(&cache.pointer(&meta.commit, &file.path)))?;
+        cache
+            .write_ref(&meta.commit)
+            .map_err(io_at(&hub.cache_dir))?;
         Ok(match resumed_from {
             None => FileOutcome::Present { path },
             Some(resumed_from) => FileOutcome::Downloaded {
@@ -386,6 +384,12 @@ impl Fetcher<'_> {
             }
         }
     }
+}
+
+/// Wraps an I/O error with the path it concerns, for `map_err`.
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |e| Error::io(path, e)
 }
 
 /// Checks the Hub's size and hash against the manifest's; returns the sha256 to verify
@@ -418,12 +422,7 @@ fn agree_with_manifest(
 }
 
 /// Fails early when the disk cannot take the rest of the file.
-fn ensure_space(
-    file: &RemoteFile,
-    part: &std::path::Path,
-    size: u64,
-    dir: &std::path::Path,
-) -> Result<()> {
+fn ensure_space(file: &RemoteFile, part: &Path, size: u64, dir: &Path) -> Result<()> {
     let have = std::fs::metadata(part).map_or(0, |m| m.len());
     let needed = size.saturating_sub(have);
     // Where free space cannot be measured, the write itself will report a full disk.

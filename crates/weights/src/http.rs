@@ -294,6 +294,77 @@ mod tests {
     use super::*;
 
     #[test]
+    fn statuses_map_to_errors_with_the_right_fix() {
+        let manifest = crate::Manifest::embedded().unwrap();
+        let token = Token::explicit("hf_x");
+        let classify = |id: &str, code: u16, error_code: Option<&str>, token: Option<&Token>| {
+            let c = manifest.get(id).unwrap();
+            let file = c.remote("f");
+            let ctx = Context {
+                component: c,
+                file: &file,
+                endpoint: "https://huggingface.co",
+                token,
+                url: "https://huggingface.co/x",
+            };
+            let failure = Failure::Status {
+                code,
+                error_code: error_code.map(str::to_string),
+                message: Some("busy".into()),
+            };
+            ctx.error(failure, 0)
+        };
+        let t = Some(&token);
+        assert!(matches!(
+            classify("t5gemma", 401, Some("GatedRepo"), None),
+            Error::GatedNoToken { .. }
+        ));
+        assert!(matches!(
+            classify("t5gemma", 401, None, t),
+            Error::BadToken { .. }
+        ));
+        assert!(matches!(
+            classify("t5gemma", 403, Some("GatedRepo"), t),
+            Error::GatedNoAccess { .. }
+        ));
+        // The Hub's code wins over the manifest's `gated` flag.
+        assert!(matches!(
+            classify("wan_vae", 403, Some("GatedRepo"), None),
+            Error::GatedNoToken { .. }
+        ));
+        assert!(matches!(
+            classify("wan_vae", 401, Some("RepoNotFound"), t),
+            Error::RepoNotFound { .. }
+        ));
+        assert!(matches!(
+            classify("wan_vae", 401, None, None),
+            Error::RepoNotFound { .. }
+        ));
+        assert!(matches!(
+            classify("wan_vae", 401, None, t),
+            Error::BadToken { .. }
+        ));
+        assert!(matches!(
+            classify("wan_vae", 404, Some("RevisionNotFound"), t),
+            Error::RevisionNotFound { .. }
+        ));
+        assert!(matches!(
+            classify("wan_vae", 404, None, None),
+            Error::FileNotFound { .. }
+        ));
+        let err = classify("wan_vae", 503, None, None);
+        assert_eq!(
+            err.to_string(),
+            "https://huggingface.co/x answered HTTP 503 (busy): try again later (a partial download is kept and resumes)"
+        );
+        let msg = classify("t5gemma", 401, None, t).to_string();
+        assert!(
+            msg.contains("token from the command line was rejected"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn urls_escape_revisions_and_segments() {
         assert_eq!(
             resolve_url("http://h", "o/n", "refs/pr/1", "sub/a b.json"),
