@@ -117,10 +117,15 @@ impl ResnetBlock {
         } else {
             Activation::Silu
         };
-        let h = self.conv1.forward(&norm_act(x, NORM_EPS, first)?)?;
-        let h = self
-            .conv2
-            .forward(&norm_act(&h, NORM_EPS, Activation::Silu)?)?;
+        // Scoped so that each full-size intermediate is freed as soon as it is consumed: at
+        // most three activations of this size are alive at once.
+        let h = {
+            let n = {
+                let h = self.conv1.forward(&norm_act(x, NORM_EPS, first)?)?;
+                norm_act(&h, NORM_EPS, Activation::Silu)?
+            };
+            self.conv2.forward(&n)?
+        };
         match &self.shortcut {
             Some(s) => h + s.forward(&norm_act(x, self.shortcut_eps, Activation::None)?)?,
             None => h + x,

@@ -196,10 +196,16 @@ impl ResidualBlock {
 
     /// One chunk.
     pub fn forward(&self, x: &Tensor, state: &mut StreamState) -> Result<Tensor> {
-        let h = self.norm1.forward(x)?.silu()?;
-        let h = self.conv1.forward_cached(&h, state)?;
-        let h = self.norm2.forward(&h)?.silu()?;
-        let h = self.conv2.forward_cached(&h, state)?;
+        // Scoped so that each intermediate is freed as soon as it is consumed.
+        let h = {
+            let n = {
+                let h = self
+                    .conv1
+                    .forward_cached(&self.norm1.forward(x)?.silu()?, state)?;
+                self.norm2.forward(&h)?.silu()?
+            };
+            self.conv2.forward_cached(&n, state)?
+        };
         match &self.shortcut {
             Some(s) => h + s.forward(x)?,
             None => h + x,
