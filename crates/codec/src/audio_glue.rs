@@ -130,6 +130,12 @@ pub fn encode_reference_audio(
     cfg: &ReferenceAudioConfig,
     noise: &mut dyn BottleneckNoise,
 ) -> Result<ReferenceEncoding> {
+    if !(0.0..1.0).contains(&cfg.overlap) {
+        return Err(Error::Config(format!(
+            "reference-audio overlap {} must be in [0, 1)",
+            cfg.overlap
+        )));
+    }
     let stereo = to_stereo(waveform)?;
     let total = stereo.dim(1)?;
     let n = match seconds {
@@ -184,6 +190,11 @@ pub fn merge_overlapping(windows: &[Tensor], ratio: f64) -> Result<Tensor> {
         .first()
         .ok_or_else(|| Error::InvalidInput("no window to merge".into()))?;
     let (b, c, len) = first.dims3()?;
+    if !(0.0..1.0).contains(&ratio) {
+        return Err(Error::InvalidInput(format!(
+            "overlap ratio {ratio} must be in [0, 1)"
+        )));
+    }
     let overlap = (len as f64 * ratio) as usize;
     let step = len - overlap;
     let total = (windows.len() - 1) * step + len;

@@ -124,6 +124,9 @@ fn validate(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv3dConfig) ->
             candle_core::bail!("conv3d: bias {:?} must be [{c_out}]", b.dims());
         }
     }
+    if t == 0 || h == 0 || wd == 0 {
+        candle_core::bail!("conv3d: input {:?} is empty", x.dims());
+    }
     let s = cfg.stride;
     if s.t == 0 || s.h == 0 || s.w == 0 {
         candle_core::bail!("conv3d: stride {s:?} must be at least 1 on every axis");

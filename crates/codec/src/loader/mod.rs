@@ -95,7 +95,9 @@ impl StateDict {
         match &self.source {
             Source::Torch(a) => a.load(stored, device),
             Source::Safetensors(c) => {
-                let dtype = c.stored()[stored].dtype;
+                let dtype = c.stored().get(stored).map(|t| t.dtype).ok_or_else(|| {
+                    Error::checkpoint(&self.path, format!("tensor {stored} is not in the file"))
+                })?;
                 c.load(stored, dtype, device)
             }
         }

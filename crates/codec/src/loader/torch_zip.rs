@@ -163,8 +163,12 @@ impl TorchArchive {
         let t = self.tensors.get(key).ok_or_else(|| {
             Error::checkpoint(&self.path, format!("tensor {key} is not in the checkpoint"))
         })?;
-        // Both were validated in `open`.
-        let range = self.storages[&t.storage].clone();
+        let range = self.storages.get(&t.storage).cloned().ok_or_else(|| {
+            Error::checkpoint(
+                &self.path,
+                format!("tensor {key}: storage {} is missing", t.storage),
+            )
+        })?;
         let bytes = gather(&self.mmap[range], t);
         let cpu = Tensor::from_raw_buffer(&bytes, t.dtype, &t.shape, &Device::Cpu)?;
         Ok(cpu.to_device(device)?)
@@ -196,6 +200,9 @@ fn collect_tensors(dict: Node<'_>) -> std::result::Result<BTreeMap<String, Tenso
 fn gather(storage: &[u8], t: &TensorRef) -> Vec<u8> {
     let es = t.dtype.size_in_bytes();
     let numel: usize = t.shape.iter().product();
+    if numel == 0 {
+        return Vec::new();
+    }
     let contiguous = {
         let mut expect = 1;
         let mut ok = true;

@@ -110,6 +110,15 @@ impl TurboConfig {
         if self.latent_channels != crate::video::latent_norm::LATENT_CHANNELS {
             return bad("latent_channels must be 48 (the Wan2.2 latent)");
         }
+        let temporal_ups = self
+            .decoder_spatio_temporal_scaling
+            .iter()
+            .zip(&self.decoder_spatio_only)
+            .filter(|(up, spatial)| **up && !**spatial)
+            .count();
+        if 1usize.checked_shl(temporal_ups as u32) != Some(self.temporal_compression_ratio) {
+            return bad("temporal_compression_ratio must be 2^(number of temporal upsamplers)");
+        }
         if self.first_chunk_size == 0 || self.step_size == 0 || self.temporal_compression_ratio == 0
         {
             return bad("window sizes and temporal_compression_ratio must be positive");

@@ -197,7 +197,15 @@ impl TurboVaed {
             let zw = z.narrow(2, w.latents.start, w.latents.len())?;
             let out = self.decode_window(&zw, w.first_chunk)?;
             let len = out.dim(2)?;
-            let keep = (len - w.drop_front - w.drop_back).min(plan.frames - emitted);
+            let keep = len
+                .checked_sub(w.drop_front + w.drop_back)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "window of {} latents gave {len} frames, fewer than the overlap trims",
+                        w.latents.len()
+                    ))
+                })?
+                .min(plan.frames - emitted);
             if keep == 0 {
                 break;
             }
