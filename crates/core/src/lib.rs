@@ -1,6 +1,8 @@
 //! Shared foundations of Cadence: the error type, memory-mapped checkpoint loading with key
 //! verification, error metrics, and (feature `fixtures`) discovery of the golden parity fixtures.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod compare;
 pub mod error;

@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod cfg;
+pub mod dit_velocity;
 pub mod model;
 pub mod noise;
 pub mod request;
@@ -40,6 +41,7 @@ pub mod scheduler;
 pub mod shapes;
 pub mod sr;
 
+pub use dit_velocity::DitVelocity;
 pub use model::{Stage, StepInfo, TextContext, Velocity, VelocityInput, VelocityModel};
 pub use noise::{NoiseSource, ReplayNoise, SeededNoise};
 pub use request::{GenerationRequest, Limits, Mode, RequestWarning, ValidatedRequest};
