@@ -24,7 +24,7 @@ fn frame(i: usize) -> Vec<u8> {
         for x in 0..W {
             let u = x + i * 4;
             let v = y + i * 2;
-            let tex = ((u * 7 ^ v * 13) % 97) as u8;
+            let tex = (((u * 7) ^ (v * 13)) % 97) as u8;
             let d2 = (x as i64 - cx as i64).pow(2) + (y as i64 - cy as i64).pow(2);
             let disc = if d2 < 150 * 150 { 120 } else { 0 };
             let p = (y * W + x) * 3;
@@ -34,6 +34,25 @@ fn frame(i: usize) -> Vec<u8> {
         }
     }
     f
+}
+
+/// CPU seconds (user + system) this process has used, from /proc (Linux; 0 elsewhere). Shows
+/// how much of the wall time was real work when other processes share the cores.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name start with the state (field 3); utime and
+    // stime are fields 14 and 15.
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    // Clock ticks are 100 per second on Linux.
+    tick(11).zip(tick(12)).map_or(0.0, |(u, s)| (u + s) / 100.0)
 }
 
 fn main() {
@@ -51,7 +70,10 @@ fn main() {
 
     let t = Instant::now();
     let pattern: Vec<Vec<u8>> = (0..LOOP).map(frame).collect();
-    println!("generated {LOOP} distinct frames in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "generated {LOOP} distinct frames in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let audio: Vec<f32> = (0..seconds * 44_100 * 2)
         .map(|i| ((i / 2) as f32 * 0.0627).sin() * 0.3)
         .collect();
@@ -77,19 +99,24 @@ fn main() {
             ..VideoParams::new(W as u32, H as u32, FPS as u32)
         };
         let t = Instant::now();
+        let cpu = cpu_seconds();
         let mut w = Mp4Writer::create(&path, video, AudioParams::default()).expect("create");
         for s in 0..seconds {
             for i in 0..FPS {
-                w.push_frames(&pattern[(s * FPS + i) % LOOP]).expect("frames");
+                w.push_frames(&pattern[(s * FPS + i) % LOOP])
+                    .expect("frames");
             }
-            w.push_audio(&audio[s * 88_200..(s + 1) * 88_200]).expect("audio");
+            w.push_audio(&audio[s * 88_200..(s + 1) * 88_200])
+                .expect("audio");
         }
         let summary = w.finish().expect("finish");
         let secs = t.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu;
         println!(
-            "threads {n}: whole {seconds} s clip {secs:.2} s, {:.1} ms per frame, {:.1} Mbit/s, \
-             {:.2}x real time",
+            "threads {n}: whole {seconds} s clip {secs:.2} s, {:.1} ms per frame ({:.1} ms CPU), \
+             {:.1} Mbit/s, {:.2}x real time",
             secs * 1000.0 / frames as f64,
+            cpu * 1000.0 / frames as f64,
             summary.bytes as f64 * 8.0 / seconds as f64 / 1e6,
             seconds as f64 / secs
         );
@@ -97,8 +124,8 @@ fn main() {
 
     // AAC alone for the whole clip.
     let t = Instant::now();
-    let mut enc = cadence_media::mp4::aac::new_encoder(Default::default(), 44_100, 2, 192_000)
-        .expect("aac");
+    let mut enc =
+        cadence_media::mp4::aac::new_encoder(Default::default(), 44_100, 2, 192_000).expect("aac");
     let mut units = Vec::new();
     enc.encode(&audio, &mut units).expect("aac encode");
     enc.finish(&mut units).expect("aac finish");

@@ -107,7 +107,11 @@ mod tests {
         let mut g = AtomicFile::create(&dest).unwrap();
         g.file().write_all(b"half").unwrap();
         drop(g);
-        assert_eq!(std::fs::read(&dest).unwrap(), b"hello", "old file untouched");
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            b"hello",
+            "old file untouched"
+        );
         assert_eq!(entries(dir.path()), vec!["out.bin"], "temp file removed");
     }
 

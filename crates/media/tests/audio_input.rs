@@ -14,7 +14,10 @@ const CLICKS_S: [f64; 3] = [0.4, 1.0, 1.6];
 /// A 2 s 44.1 kHz stereo WAV (float) with 5 ms clicks at [`CLICKS_S`].
 fn source_wav(dir: &Path) -> PathBuf {
     let rate = 44_100usize;
-    let starts: Vec<usize> = CLICKS_S.iter().map(|s| (s * rate as f64) as usize).collect();
+    let starts: Vec<usize> = CLICKS_S
+        .iter()
+        .map(|s| (s * rate as f64) as usize)
+        .collect();
     let audio = common::clicks(2 * rate, rate, &starts, 0.5);
     let path = dir.join("source.wav");
     write_wav(&path, &audio, 2, rate as u32, WavFormat::Float32).unwrap();
@@ -44,11 +47,31 @@ fn every_format_decodes_to_mono_51200_with_clicks_in_place() {
     let cases: Vec<(PathBuf, f64)> = vec![
         // (file, allowed click error in ms)
         (src.clone(), 0.1),
-        (convert(&src, &d.join("s16_48k_mono.wav"), &["-ar", "48000", "-ac", "1", "-c:a", "pcm_s16le"]), 0.1),
+        (
+            convert(
+                &src,
+                &d.join("s16_48k_mono.wav"),
+                &["-ar", "48000", "-ac", "1", "-c:a", "pcm_s16le"],
+            ),
+            0.1,
+        ),
         (convert(&src, &d.join("a.flac"), &["-c:a", "flac"]), 0.1),
-        (convert(&src, &d.join("a.mp3"), &["-c:a", "libmp3lame", "-b:a", "192k"]), 1.0),
-        (convert(&src, &d.join("a.m4a"), &["-c:a", "aac", "-b:a", "192k"]), 1.0),
-        (convert(&src, &d.join("a22k.m4a"), &["-ar", "22050", "-c:a", "aac"]), 1.0),
+        (
+            convert(
+                &src,
+                &d.join("a.mp3"),
+                &["-c:a", "libmp3lame", "-b:a", "192k"],
+            ),
+            1.0,
+        ),
+        (
+            convert(&src, &d.join("a.m4a"), &["-c:a", "aac", "-b:a", "192k"]),
+            1.0,
+        ),
+        (
+            convert(&src, &d.join("a22k.m4a"), &["-ar", "22050", "-c:a", "aac"]),
+            1.0,
+        ),
         (convert(&src, &d.join("alac.m4a"), &["-c:a", "alac"]), 0.1),
     ];
     for (path, tol_ms) in cases {
@@ -67,7 +90,10 @@ fn every_format_decodes_to_mono_51200_with_clicks_in_place() {
         for (&got, want) in found.iter().zip(CLICKS_S) {
             let err_ms = (got as f64 / 51_200.0 - want).abs() * 1000.0;
             println!("{name}: click at {want} s off by {err_ms:.3} ms");
-            assert!(err_ms <= tol_ms, "{name}: click at {want} s off by {err_ms} ms");
+            assert!(
+                err_ms <= tol_ms,
+                "{name}: click at {want} s off by {err_ms} ms"
+            );
         }
         // Stereo (L + R)·√½ as ffmpeg's -ac 1: 0.5 + 0.5 -> 0.707.
         let peak = a.samples.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -87,7 +113,13 @@ fn broken_inputs_fail_clearly() {
     assert!(err_of(&empty).contains("empty (0 bytes)"));
 
     let junk = d.join("junk.mp3");
-    std::fs::write(&junk, (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<_>>()).unwrap();
+    std::fs::write(
+        &junk,
+        (0..5000u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     let e = err_of(&junk);
     assert!(e.contains("not a supported audio file"), "{e}");
 
@@ -112,8 +144,11 @@ fn broken_inputs_fail_clearly() {
     // A FLAC whose frames are overwritten with garbage (CRC and sync fail).
     let flac = convert(&src, &d.join("full.flac"), &["-c:a", "flac"]);
     let mut bytes = std::fs::read(&flac).unwrap();
-    let n = bytes.len();
-    for b in &mut bytes[n / 3..n / 3 + 2000] {
+    // Audio frames follow the metadata (and ffmpeg's 8 KiB padding block); each starts with
+    // the frame sync code 0xFFF8. Damage the middle third of the frame data.
+    let first_frame = bytes.windows(2).position(|w| w == [0xff, 0xf8]).unwrap();
+    let third = (bytes.len() - first_frame) / 3;
+    for b in &mut bytes[first_frame + third..first_frame + 2 * third] {
         *b = b.wrapping_mul(31).wrapping_add(17);
     }
     let bad_flac = d.join("damaged.flac");
@@ -128,7 +163,14 @@ fn broken_inputs_fail_clearly() {
 
     // Digital near-silence.
     let quiet = d.join("quiet.wav");
-    write_wav(&quiet, &vec![1e-5; 2 * 44_100], 2, 44_100, WavFormat::Float32).unwrap();
+    write_wav(
+        &quiet,
+        &vec![1e-5; 2 * 44_100],
+        2,
+        44_100,
+        WavFormat::Float32,
+    )
+    .unwrap();
     let e = err_of(&quiet);
     assert!(e.contains("silent"), "{e}");
 

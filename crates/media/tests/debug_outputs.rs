@@ -9,7 +9,10 @@ use common::{dir_entries, ffprobe, synthetic_frame};
 fn wav_round_trips_in_both_formats() {
     let dir = tempfile::tempdir().unwrap();
     let samples: Vec<f32> = (0..2000).map(|i| ((i as f32) * 0.01).sin() * 0.9).collect();
-    for (name, format) in [("a16.wav", WavFormat::Pcm16), ("af.wav", WavFormat::Float32)] {
+    for (name, format) in [
+        ("a16.wav", WavFormat::Pcm16),
+        ("af.wav", WavFormat::Float32),
+    ] {
         let path = dir.path().join(name);
         write_wav(&path, &samples, 2, 44_100, format).unwrap();
         let mut r = hound::WavReader::open(&path).unwrap();
@@ -22,20 +25,33 @@ fn wav_round_trips_in_both_formats() {
                 .collect(),
             WavFormat::Float32 => r.samples::<f32>().map(|s| s.unwrap()).collect(),
         };
-        let tol = if format == WavFormat::Pcm16 { 1.0 / 32767.0 } else { 0.0 };
+        let tol = if format == WavFormat::Pcm16 {
+            1.0 / 32767.0
+        } else {
+            0.0
+        };
         assert_eq!(back.len(), samples.len());
         assert!(back.iter().zip(&samples).all(|(a, b)| (a - b).abs() <= tol));
         let probe = ffprobe(&path, &[]);
         assert_eq!(probe["streams"][0]["sample_rate"], "44100");
     }
-    assert!(write_wav(&dir.path().join("bad.wav"), &[0.0; 3], 2, 44_100, WavFormat::Pcm16).is_err());
+    assert!(write_wav(
+        &dir.path().join("bad.wav"),
+        &[0.0; 3],
+        2,
+        44_100,
+        WavFormat::Pcm16
+    )
+    .is_err());
     assert_eq!(dir_entries(dir.path()), vec!["a16.wav", "af.wav"]);
 }
 
 #[test]
 fn png_frames_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    let frames: Vec<u8> = (0..3).flat_map(|i| synthetic_frame(40, 30, i, i == 2)).collect();
+    let frames: Vec<u8> = (0..3)
+        .flat_map(|i| synthetic_frame(40, 30, i, i == 2))
+        .collect();
     let paths = write_png_frames(dir.path(), &frames, 40, 30, 7).unwrap();
     assert_eq!(
         dir_entries(dir.path()),

@@ -21,7 +21,12 @@ fn two_tone() -> RgbImage {
 fn jpeg_bytes(img: &RgbImage) -> Vec<u8> {
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
-        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgb8,
+        )
         .unwrap();
     out
 }
@@ -78,8 +83,14 @@ fn png_jpeg_and_webp_load_and_exif_orientation_is_applied() {
     std::fs::write(&rotated, with_exif_orientation(&jpeg_bytes(&img), 6)).unwrap();
     let r = load_rgb(&rotated).unwrap();
     assert_eq!(r.dimensions(), (16, 32));
-    assert!(close(&r.get_pixel(8, 4).0, [220, 20, 20], 12), "top is the old left");
-    assert!(close(&r.get_pixel(8, 28).0, [20, 20, 220], 12), "bottom is the old right");
+    assert!(
+        close(&r.get_pixel(8, 4).0, [220, 20, 20], 12),
+        "top is the old left"
+    );
+    assert!(
+        close(&r.get_pixel(8, 28).0, [20, 20, 220], 12),
+        "bottom is the old right"
+    );
 
     // The whole path: crop to 16:16 aspect of a 32x16 image keeps the centre columns 8..24.
     let pre = load_reference_image(&png, 16, 16).unwrap();

@@ -42,7 +42,10 @@ fn expect_close(name: &str, got: &[f64], want: &[f64], atol: f64, max_fraction: 
         }
     }
     let fraction = off as f64 / got.len() as f64;
-    println!("{name}: max |diff| {max:.3e}, {off} of {} values differ", got.len());
+    println!(
+        "{name}: max |diff| {max:.3e}, {off} of {} values differ",
+        got.len()
+    );
     if max > atol + 1e-9 || fraction > max_fraction {
         return Err(Error::InvalidInput(format!(
             "{name}: max |diff| {max:e} (allowed {atol:e}), {off} values differ = {:.5}% (allowed \
@@ -78,8 +81,14 @@ fn check_case(case: &Case) -> Result<()> {
         let got = preprocess(&img, *w as u32, *h as u32)?;
         let got_t = got.to_tensor(&candle_core::Device::Cpu)?;
         let (atol, frac) = tolerance(case, name)?;
-        let g: Vec<f64> = got_t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1()?;
-        let r: Vec<f64> = want.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1()?;
+        let g: Vec<f64> = got_t
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec1()?;
+        let r: Vec<f64> = want
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec1()?;
         expect_close(name, &g, &r, atol, frac)?;
         checked += 1;
     }
@@ -89,7 +98,10 @@ fn check_case(case: &Case) -> Result<()> {
         .get("/tensors")
         .and_then(|t| t.as_object())
         .ok_or_else(|| Error::Config(format!("{}: case.json has no tensors", case.name)))?;
-    for name in tensors.keys().filter(|k| !k.starts_with("out.") && !k.starts_with("in.")) {
+    for name in tensors
+        .keys()
+        .filter(|k| !k.starts_with("out.") && !k.starts_with("in."))
+    {
         let path = case.file(name);
         if !path.is_file() {
             return Err(Error::Config(format!(

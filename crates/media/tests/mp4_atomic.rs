@@ -22,9 +22,17 @@ fn drop_without_finish_leaves_nothing() {
         w.push_frames(&synthetic_frame(64, 48, i, false)).unwrap();
     }
     w.push_audio(&vec![0.1; 2 * 4410]).unwrap();
-    assert_eq!(dir_entries(dir.path()).len(), 1, "only the scratch media file exists");
+    assert_eq!(
+        dir_entries(dir.path()).len(),
+        1,
+        "only the scratch media file exists"
+    );
     drop(w);
-    assert!(dir_entries(dir.path()).is_empty(), "{:?}", dir_entries(dir.path()));
+    assert!(
+        dir_entries(dir.path()).is_empty(),
+        "{:?}",
+        dir_entries(dir.path())
+    );
 }
 
 #[test]

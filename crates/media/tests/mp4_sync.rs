@@ -15,6 +15,7 @@ const RATE: usize = 44_100;
 fn write_clip(
     path: &std::path::Path,
     video: VideoParams,
+    audio_params: AudioParams,
     frames: usize,
     flash_frames: &[usize],
 ) -> cadence_media::Mp4Summary {
@@ -29,7 +30,7 @@ fn write_clip(
             .collect::<Vec<_>>(),
         0.8,
     );
-    let mut writer = Mp4Writer::create(path, video, AudioParams::default()).unwrap();
+    let mut writer = Mp4Writer::create(path, video, audio_params).unwrap();
     let mut audio_pos = 0;
     let mut frame = 0;
     while frame < frames {
@@ -40,7 +41,9 @@ fn write_clip(
         writer.push_frames(&chunk).unwrap();
         frame += n;
         let take = (3001 * 2).min(audio.len() - audio_pos);
-        writer.push_audio(&audio[audio_pos..audio_pos + take]).unwrap();
+        writer
+            .push_audio(&audio[audio_pos..audio_pos + take])
+            .unwrap();
         audio_pos += take;
     }
     writer.push_audio(&audio[audio_pos..]).unwrap();
@@ -64,20 +67,36 @@ fn flashes_and_clicks_agree_within_a_millisecond() {
     };
     let frames = 75;
     let flashes = [10, 33, 61];
-    let summary = write_clip(&path, video, frames, &flashes);
+    let summary = write_clip(&path, video, AudioParams::default(), frames, &flashes);
     assert_eq!(summary.frames, 75);
     assert_eq!(summary.audio_samples, 75 * 1764);
-    assert_eq!(dir_entries(dir.path()), vec!["sync.mp4"], "no temporary files left");
+    assert_eq!(
+        dir_entries(dir.path()),
+        vec!["sync.mp4"],
+        "no temporary files left"
+    );
 
     // Container layout: header first, then the media.
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(top_level_boxes(&bytes), vec!["ftyp", "moov", "mdat"]);
     let moov = Moov::decode(&mut top_level_box(&bytes, "moov")).unwrap();
     let elst = |i: usize| {
-        moov.trak[i].edts.as_ref().unwrap().elst.as_ref().unwrap().entries[0].clone()
+        moov.trak[i]
+            .edts
+            .as_ref()
+            .unwrap()
+            .elst
+            .as_ref()
+            .unwrap()
+            .entries[0]
+            .clone()
     };
     assert_eq!(elst(0).media_time, Some(0));
-    assert_eq!(elst(1).media_time, Some(1024), "syom's priming is cut by the edit list");
+    assert_eq!(
+        elst(1).media_time,
+        Some(1024),
+        "syom's priming is cut by the edit list"
+    );
     assert_eq!(elst(1).segment_duration, 75 * 1764);
 
     // Streams as ffprobe sees them.
@@ -86,13 +105,24 @@ fn flashes_and_clicks_agree_within_a_millisecond() {
     let v = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
     let a = streams.iter().find(|s| s["codec_type"] == "audio").unwrap();
     assert_eq!(v["codec_name"], "h264");
-    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(320), Some(180)));
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(320), Some(180))
+    );
     assert_eq!(a["codec_name"], "aac");
     assert_eq!(a["profile"], "LC");
     assert_eq!(a["sample_rate"], "44100");
     assert_eq!(a["channels"].as_u64(), Some(2));
-    assert!((f64_of(&v["duration"]) - 3.0).abs() < 1e-6, "{}", v["duration"]);
-    assert!((f64_of(&a["duration"]) - 3.0).abs() < 1e-3, "{}", a["duration"]);
+    assert!(
+        (f64_of(&v["duration"]) - 3.0).abs() < 1e-6,
+        "{}",
+        v["duration"]
+    );
+    assert!(
+        (f64_of(&a["duration"]) - 3.0).abs() < 1e-3,
+        "{}",
+        a["duration"]
+    );
     assert!(f64_of(&a["start_time"]).abs() < 1e-6, "audio starts at 0");
     assert!(f64_of(&v["start_time"]).abs() < 1e-6, "video starts at 0");
 
@@ -110,30 +140,81 @@ fn flashes_and_clicks_agree_within_a_millisecond() {
     // Every segment starts with a key frame.
     let frames_json = ffprobe(
         &path,
-        &["-select_streams", "v", "-show_entries", "frame=key_frame,pts_time", "-show_frames"],
+        &[
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "frame=key_frame,pts_time",
+            "-show_frames",
+        ],
     );
     let vf = frames_json["frames"].as_array().unwrap();
     assert_eq!(vf.len(), frames);
     for s in (0..frames).step_by(10) {
-        assert_eq!(vf[s]["key_frame"].as_u64(), Some(1), "frame {s} starts a segment");
+        assert_eq!(
+            vf[s]["key_frame"].as_u64(),
+            Some(1),
+            "frame {s} starts a segment"
+        );
     }
 
-    // Clicks (decoded by ffmpeg, edit list applied) against flash display times.
-    let audio = decode_audio(&path, 1);
+    assert_clicks_on_flashes(&path, &flashes, frames * 1764);
+}
+
+/// Clicks (decoded by ffmpeg, edit list applied) against flash display times (ffprobe).
+fn assert_clicks_on_flashes(path: &std::path::Path, flashes: &[usize], samples: usize) {
+    let frames_json = ffprobe(
+        path,
+        &[
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "frame=pts_time",
+            "-show_frames",
+        ],
+    );
+    let vf = frames_json["frames"].as_array().unwrap();
+    let audio = decode_audio(path, 1);
     assert!(
-        (75 * 1764..=75 * 1764 + 1024).contains(&audio.len()),
+        (samples..=samples + 1024).contains(&audio.len()),
         "decoded {} samples",
         audio.len()
     );
     let clicks = onsets(&audio, 0.4, RATE / 20);
     assert_eq!(clicks.len(), flashes.len(), "clicks found at {clicks:?}");
-    for (&click, &flash) in clicks.iter().zip(&flashes) {
+    for (&click, &flash) in clicks.iter().zip(flashes) {
         let click_t = click as f64 / RATE as f64;
         let flash_t = f64_of(&vf[flash]["pts_time"]);
         let diff_ms = (click_t - flash_t).abs() * 1000.0;
         println!("flash {flash}: video {flash_t:.5} s, audio {click_t:.5} s, diff {diff_ms:.3} ms");
         assert!(diff_ms < 1.0, "flash {flash} off by {diff_ms} ms");
     }
+}
+
+/// The opt-in FDK encoder has a 2048-sample priming; the edit list must cut it as well.
+#[cfg(feature = "fdk-aac")]
+#[test]
+fn fdk_aac_priming_is_cut_by_the_edit_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fdk.mp4");
+    let audio = AudioParams {
+        encoder: cadence_media::AacBackend::Fdk,
+        ..AudioParams::default()
+    };
+    let flashes = [5, 30];
+    write_clip(
+        &path,
+        VideoParams::new(160, 96, FPS as u32),
+        audio,
+        50,
+        &flashes,
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    let moov = Moov::decode(&mut top_level_box(&bytes, "moov")).unwrap();
+    let elst = moov.trak[1].edts.as_ref().unwrap().elst.as_ref().unwrap();
+    assert_eq!(elst.entries[0].media_time, Some(2048));
+    assert_eq!(decode_gray(&path, 160, 96).len(), 50);
+    assert_clicks_on_flashes(&path, &flashes, 50 * 1764);
 }
 
 #[test]
@@ -143,7 +224,8 @@ fn full_hd_1080_is_cropped_in_the_sps_and_decodes() {
     let video = VideoParams::new(1920, 1080, 25);
     let mut w = Mp4Writer::create(&path, video, AudioParams::default()).unwrap();
     for i in 0..3 {
-        w.push_frames(&synthetic_frame(1920, 1080, i, i == 1)).unwrap();
+        w.push_frames(&synthetic_frame(1920, 1080, i, i == 1))
+            .unwrap();
     }
     let s = w.finish().unwrap();
     assert_eq!((s.frames, s.audio_samples), (3, 0));
@@ -172,12 +254,16 @@ fn bitstream_does_not_depend_on_thread_count() {
         for i in 0..14 {
             w.push_frames(&synthetic_frame(128, 96, i, i == 5)).unwrap();
         }
-        w.push_audio(&clicks(14 * 1764, RATE, &[5 * 1764], 0.5)).unwrap();
+        w.push_audio(&clicks(14 * 1764, RATE, &[5 * 1764], 0.5))
+            .unwrap();
         w.finish().unwrap();
         let bytes = std::fs::read(&path).unwrap();
         streams.push((track_samples(&bytes, 0), track_samples(&bytes, 1)));
         assert_eq!(decode_gray(&path, 128, 96).len(), 14);
     }
     assert_eq!(streams[0].0.len(), 14);
-    assert!(streams[0] == streams[1], "1 and 3 threads must give identical samples");
+    assert!(
+        streams[0] == streams[1],
+        "1 and 3 threads must give identical samples"
+    );
 }

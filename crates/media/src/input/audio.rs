@@ -90,7 +90,10 @@ pub fn load_reference_audio(path: &Path, opts: &AudioInputOptions) -> Result<Ref
     let mut decoded = decode(path)?;
     apply_mp4_edit_list(path, &mut decoded)?;
     if decoded.interleaved.is_empty() {
-        return Err(invalid(path, "the file is empty: it contains no audio samples"));
+        return Err(invalid(
+            path,
+            "the file is empty: it contains no audio samples",
+        ));
     }
     let mono = downmix_to_mono(&decoded.interleaved, decoded.channels);
     let mut samples = resample(&mono, 1, decoded.rate, opts.sample_rate)?;
@@ -249,7 +252,10 @@ fn decode(path: &Path) -> Result<Decoded> {
         out.interleaved.extend_from_slice(&scratch);
     }
     if out.channels == 0 || out.rate == 0 {
-        return Err(invalid(path, "the file is empty: it contains no audio samples"));
+        return Err(invalid(
+            path,
+            "the file is empty: it contains no audio samples",
+        ));
     }
     if decoder.finalize().verify_ok == Some(false) {
         return Err(invalid(

@@ -46,7 +46,11 @@ impl ReferenceImage {
     /// The VAE input tensor `[1, 3, 1, H, W]` float32 on `device`.
     pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
         let (h, w) = (self.height as usize, self.width as usize);
-        Ok(Tensor::from_vec(self.to_unit_range_chw(), (1, 3, 1, h, w), device)?)
+        Ok(Tensor::from_vec(
+            self.to_unit_range_chw(),
+            (1, 3, 1, h, w),
+            device,
+        )?)
     }
 }
 

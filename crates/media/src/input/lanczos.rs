@@ -136,7 +136,10 @@ mod tests {
         for (i, o) in [(640, 448), (640, 1920), (362, 1088), (10, 3)] {
             for t in coefficients(i, o) {
                 let s: i32 = t.weights.iter().sum();
-                assert!((s - (1 << PRECISION_BITS)).abs() <= t.weights.len() as i32, "{s}");
+                assert!(
+                    (s - (1 << PRECISION_BITS)).abs() <= t.weights.len() as i32,
+                    "{s}"
+                );
             }
         }
     }

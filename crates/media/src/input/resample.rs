@@ -20,14 +20,9 @@ pub fn resample(interleaved: &[f32], channels: usize, from: u32, to: u32) -> Res
     let err = |e: &dyn std::fmt::Display| {
         Error::InvalidInput(format!("cannot resample {from} Hz to {to} Hz: {e}"))
     };
-    let mut resampler = Fft::<f32>::new(
-        from as usize,
-        to as usize,
-        CHUNK,
-        channels,
-        FixedSync::Both,
-    )
-    .map_err(|e| err(&e))?;
+    let mut resampler =
+        Fft::<f32>::new(from as usize, to as usize, CHUNK, channels, FixedSync::Both)
+            .map_err(|e| err(&e))?;
     let input = InterleavedSlice::new(interleaved, channels, frames).map_err(|e| err(&e))?;
     let out = resampler
         .process_all(&input, frames, None)

@@ -242,8 +242,10 @@ mod fdk {
             // hides the padding.
             let needed = (self.priming + self.samples).div_ceil(u64::from(AAC_FRAME));
             while self.units < needed {
-                self.pcm
-                    .extend(std::iter::repeat_n(0i16, AAC_FRAME as usize * self.channels));
+                self.pcm.extend(std::iter::repeat_n(
+                    0i16,
+                    AAC_FRAME as usize * self.channels,
+                ));
                 self.feed(out)?;
             }
             Ok(AacTimeline {

@@ -78,9 +78,8 @@ pub fn presented_range(
             Some(t) if !seen_media && entry.media_rate.integer() == 1 => {
                 seen_media = true;
                 range.skip = t;
-                range.length = (entry.segment_duration > 0).then(|| {
-                    rescale(entry.segment_duration, movie_timescale, media_timescale)
-                });
+                range.length = (entry.segment_duration > 0)
+                    .then(|| rescale(entry.segment_duration, movie_timescale, media_timescale));
             }
             _ => {
                 return Err(Error::InvalidInput(format!(

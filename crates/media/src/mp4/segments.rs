@@ -52,10 +52,16 @@ struct Job {
     yuv: YUVBuffer,
 }
 
+/// One encoder thread: its job queue (closed to stop it) and its handle (taken when joined).
+struct Worker {
+    jobs: Option<SyncSender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
 /// The pool of segment encoders.
 pub struct SegmentPool {
     settings: SegmentSettings,
-    workers: Vec<(Option<SyncSender<Job>>, Option<JoinHandle<()>>)>,
+    workers: Vec<Worker>,
     results: Receiver<Result<EncodedFrame, String>>,
     next_index: u64,
     received: u64,
@@ -79,7 +85,10 @@ impl SegmentPool {
                 .name(format!("h264-segment-{w}"))
                 .spawn(move || worker(settings, rx, out))
                 .map_err(|e| Error::Config(format!("cannot start an encoder thread: {e}")))?;
-            workers.push((Some(tx), Some(handle)));
+            workers.push(Worker {
+                jobs: Some(tx),
+                thread: Some(handle),
+            });
         }
         Ok(Self {
             settings,
@@ -100,7 +109,7 @@ impl SegmentPool {
             starts_segment: self.next_index % seg_len == 0,
             yuv,
         };
-        let sent = match &self.workers[w].0 {
+        let sent = match &self.workers[w].jobs {
             Some(tx) => tx.send(job).is_ok(),
             None => false,
         };
@@ -140,8 +149,8 @@ impl SegmentPool {
 
     /// Ends the input, waits for every worker and returns the frames not yet collected.
     pub fn finish(mut self) -> Result<Vec<EncodedFrame>> {
-        for (tx, _) in &mut self.workers {
-            tx.take();
+        for worker in &mut self.workers {
+            worker.jobs.take();
         }
         let mut out = Vec::new();
         while self.received < self.next_index {
@@ -173,9 +182,9 @@ impl SegmentPool {
     /// Closes the queues and joins every worker, reporting a panic as an error.
     fn join(&mut self) -> Result<()> {
         let mut panicked = false;
-        for (tx, handle) in &mut self.workers {
-            tx.take();
-            if let Some(h) = handle.take() {
+        for worker in &mut self.workers {
+            worker.jobs.take();
+            if let Some(h) = worker.thread.take() {
                 panicked |= h.join().is_err();
             }
         }
@@ -189,8 +198,8 @@ impl SegmentPool {
 impl Drop for SegmentPool {
     fn drop(&mut self) {
         // Closing the queues ends the workers; drain so none blocks, then join.
-        for (tx, _) in &mut self.workers {
-            tx.take();
+        for worker in &mut self.workers {
+            worker.jobs.take();
         }
         while self.results.try_recv().is_ok() {}
         let _ = self.join();
@@ -216,7 +225,11 @@ fn encoder_config(s: &SegmentSettings) -> EncoderConfig {
         .vui(VuiConfig::bt601())
 }
 
-fn worker(settings: SegmentSettings, jobs: Receiver<Job>, out: Sender<Result<EncodedFrame, String>>) {
+fn worker(
+    settings: SegmentSettings,
+    jobs: Receiver<Job>,
+    out: Sender<Result<EncodedFrame, String>>,
+) {
     let mut encoder: Option<Encoder> = None;
     for job in jobs {
         if job.starts_segment {
@@ -230,7 +243,10 @@ fn worker(settings: SegmentSettings, jobs: Receiver<Job>, out: Sender<Result<Enc
             }
         }
         let Some(enc) = encoder.as_mut() else {
-            let _ = out.send(Err(format!("frame {} arrived before its segment start", job.index)));
+            let _ = out.send(Err(format!(
+                "frame {} arrived before its segment start",
+                job.index
+            )));
             return;
         };
         let ms = job.index * 1000 * u64::from(settings.fps_den) / u64::from(settings.fps_num);

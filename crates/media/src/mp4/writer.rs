@@ -83,7 +83,9 @@ impl VideoParams {
             )));
         }
         if self.bitrate_bps == 0 {
-            return Err(Error::InvalidInput("video bit rate must be positive".into()));
+            return Err(Error::InvalidInput(
+                "video bit rate must be positive".into(),
+            ));
         }
         if self.segment_frames < 2 {
             return Err(Error::InvalidInput(format!(
@@ -244,7 +246,9 @@ impl Mp4Writer {
 
     /// Frames pushed so far.
     pub fn frames_pushed(&self) -> u64 {
-        self.pool.as_ref().map_or(self.next_frame, SegmentPool::pushed)
+        self.pool
+            .as_ref()
+            .map_or(self.next_frame, SegmentPool::pushed)
     }
 
     /// Pushes whole RGB frames, `T x H x W x 3` bytes, row-major, as the video decoder
@@ -402,9 +406,10 @@ impl Mp4Writer {
     }
 
     fn write_file(self, timeline: Option<super::aac::AacTimeline>) -> Result<Mp4Summary> {
-        let sets = self.parameter_sets.as_ref().ok_or_else(|| {
-            Error::InvalidInput("the encoder produced no parameter sets".into())
-        })?;
+        let sets = self
+            .parameter_sets
+            .as_ref()
+            .ok_or_else(|| Error::InvalidInput("the encoder produced no parameter sets".into()))?;
         let frames = self.video_table.len() as u64;
         let video = VideoTrack {
             width: self.video.width as u16,
@@ -480,7 +485,12 @@ impl Mp4Writer {
 fn mdat_header(payload: u64) -> Vec<u8> {
     match u32::try_from(payload + 8) {
         Ok(size) => [&size.to_be_bytes()[..], b"mdat"].concat(),
-        Err(_) => [&1u32.to_be_bytes()[..], b"mdat", &(payload + 16).to_be_bytes()].concat(),
+        Err(_) => [
+            &1u32.to_be_bytes()[..],
+            b"mdat",
+            &(payload + 16).to_be_bytes(),
+        ]
+        .concat(),
     }
 }
 
@@ -492,13 +502,21 @@ mod tests {
     fn odd_and_oversized_frames_are_rejected_with_a_hint() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.mp4");
-        let err = Mp4Writer::create(&path, VideoParams::new(1921, 1080, 25), AudioParams::default())
-            .err()
-            .unwrap();
+        let err = Mp4Writer::create(
+            &path,
+            VideoParams::new(1921, 1080, 25),
+            AudioParams::default(),
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("1922x1080"), "{err}");
-        let err = Mp4Writer::create(&path, VideoParams::new(4096, 2160, 25), AudioParams::default())
-            .err()
-            .unwrap();
+        let err = Mp4Writer::create(
+            &path,
+            VideoParams::new(4096, 2160, 25),
+            AudioParams::default(),
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("limit"), "{err}");
     }
 
@@ -525,7 +543,9 @@ mod tests {
         let path = dir.path().join("x.mp4");
         let video = VideoParams::new(16, 16, 25);
         let mut w = Mp4Writer::create(&path, video, AudioParams::default()).unwrap();
-        let err = w.push_frames(&vec![0; video.frame_bytes() + 1]).unwrap_err();
+        let err = w
+            .push_frames(&vec![0; video.frame_bytes() + 1])
+            .unwrap_err();
         assert!(err.to_string().contains("whole number"), "{err}");
         // After an error the writer refuses to go on and leaves nothing behind.
         assert!(w.push_frames(&vec![0; video.frame_bytes()]).is_err());

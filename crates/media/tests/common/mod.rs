@@ -9,7 +9,9 @@ use std::process::Command;
 /// Runs a tool and returns stdout, failing the test with stderr on error.
 pub fn run(tool: &str, args: &[&str]) -> Vec<u8> {
     let out = Command::new(tool).args(args).output().unwrap_or_else(|e| {
-        panic!("{tool} is required by this test (installed by .ci/run from .ci/apt-packages.txt): {e}")
+        panic!(
+            "{tool} is required by this test (installed by .ci/run from .ci/apt-packages.txt): {e}"
+        )
     });
     assert!(
         out.status.success(),
@@ -29,7 +31,14 @@ pub fn ffmpeg(args: &[&str]) -> Vec<u8> {
 /// ffprobe's JSON for streams, format and (optionally) frames of one stream.
 pub fn ffprobe(path: &Path, extra: &[&str]) -> serde_json::Value {
     let p = path.to_str().unwrap();
-    let mut args = vec!["-v", "error", "-of", "json", "-show_streams", "-show_format"];
+    let mut args = vec![
+        "-v",
+        "error",
+        "-of",
+        "json",
+        "-show_streams",
+        "-show_format",
+    ];
     args.extend_from_slice(extra);
     args.push(p);
     serde_json::from_slice(&run("ffprobe", &args)).unwrap()
@@ -38,8 +47,16 @@ pub fn ffprobe(path: &Path, extra: &[&str]) -> serde_json::Value {
 /// Decodes every video frame to 8-bit gray, failing on any decoder error.
 pub fn decode_gray(path: &Path, width: usize, height: usize) -> Vec<Vec<u8>> {
     let raw = ffmpeg(&[
-        "-xerror", "-i", path.to_str().unwrap(), "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt",
-        "gray", "-",
+        "-xerror",
+        "-i",
+        path.to_str().unwrap(),
+        "-map",
+        "0:v:0",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "gray",
+        "-",
     ]);
     assert_eq!(raw.len() % (width * height), 0, "partial frame decoded");
     raw.chunks(width * height).map(<[u8]>::to_vec).collect()
@@ -49,7 +66,16 @@ pub fn decode_gray(path: &Path, width: usize, height: usize) -> Vec<Vec<u8>> {
 pub fn decode_audio(path: &Path, channels: usize) -> Vec<f32> {
     let ch = channels.to_string();
     let raw = ffmpeg(&[
-        "-xerror", "-i", path.to_str().unwrap(), "-map", "0:a:0", "-f", "f32le", "-ac", &ch, "-",
+        "-xerror",
+        "-i",
+        path.to_str().unwrap(),
+        "-map",
+        "0:a:0",
+        "-f",
+        "f32le",
+        "-ac",
+        &ch,
+        "-",
     ]);
     raw.chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
