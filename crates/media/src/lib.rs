@@ -27,6 +27,8 @@
 //! identical output); without it openh264 silently builds plain C. `OPENH264_NO_ASM=1` forces
 //! the C build.
 
+#![warn(missing_docs)]
+
 pub mod atomic_file;
 pub mod input;
 pub mod mp4;

@@ -12,7 +12,9 @@
 //! queue holds at most one segment of frames, so memory is bounded by
 //! `threads x segment_frames` I420 frames (3.1 MB each at 1080p) however long the clip is.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use cadence_core::{Error, Result};
@@ -63,6 +65,8 @@ pub struct SegmentPool {
     settings: SegmentSettings,
     workers: Vec<Worker>,
     results: Receiver<Result<EncodedFrame, String>>,
+    /// Set when the pool is dropped unfinished: workers skip the frames still queued.
+    cancelled: Arc<AtomicBool>,
     next_index: u64,
     received: u64,
 }
@@ -77,13 +81,15 @@ impl SegmentPool {
             )));
         }
         let (result_tx, results) = channel();
+        let cancelled = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::with_capacity(threads.max(1));
         for w in 0..threads.max(1) {
             let (tx, rx) = sync_channel::<Job>(settings.segment_frames as usize);
             let out = result_tx.clone();
+            let cancel = Arc::clone(&cancelled);
             let handle = std::thread::Builder::new()
                 .name(format!("h264-segment-{w}"))
-                .spawn(move || worker(settings, rx, out))
+                .spawn(move || worker(settings, rx, out, &cancel))
                 .map_err(|e| Error::Config(format!("cannot start an encoder thread: {e}")))?;
             workers.push(Worker {
                 jobs: Some(tx),
@@ -94,6 +100,7 @@ impl SegmentPool {
             settings,
             workers,
             results,
+            cancelled,
             next_index: 0,
             received: 0,
         })
@@ -197,7 +204,9 @@ impl SegmentPool {
 
 impl Drop for SegmentPool {
     fn drop(&mut self) {
-        // Closing the queues ends the workers; drain so none blocks, then join.
+        // Closing the queues ends the workers; drain so none blocks, then join. After a
+        // successful finish the workers are already joined and this does nothing.
+        self.cancelled.store(true, Ordering::Relaxed);
         for worker in &mut self.workers {
             worker.jobs.take();
         }
@@ -229,9 +238,13 @@ fn worker(
     settings: SegmentSettings,
     jobs: Receiver<Job>,
     out: Sender<Result<EncodedFrame, String>>,
+    cancelled: &AtomicBool,
 ) {
     let mut encoder: Option<Encoder> = None;
     for job in jobs {
+        if cancelled.load(Ordering::Relaxed) {
+            return;
+        }
         if job.starts_segment {
             // A fresh encoder per segment: the segment starts with an IDR and shares no state.
             match Encoder::with_api_config(OpenH264API::from_source(), encoder_config(&settings)) {
