@@ -35,7 +35,7 @@ pub fn write_png_frames(
     first_index: u64,
 ) -> Result<Vec<PathBuf>> {
     let frame = width as usize * height as usize * 3;
-    if frame == 0 || rgb.len() % frame != 0 {
+    if frame == 0 || !rgb.len().is_multiple_of(frame) {
         return Err(Error::InvalidInput(format!(
             "{} bytes are not a whole number of {width}x{height} RGB frames",
             rgb.len()

@@ -29,7 +29,7 @@ pub fn write_wav(
     sample_rate: u32,
     format: WavFormat,
 ) -> Result<()> {
-    if channels == 0 || interleaved.len() % usize::from(channels) != 0 {
+    if channels == 0 || !interleaved.len().is_multiple_of(usize::from(channels)) {
         return Err(Error::InvalidInput(format!(
             "{}: {} samples are not a whole number of {channels}-channel frames",
             path.display(),

@@ -113,7 +113,7 @@ impl SegmentPool {
         let w = (segment % self.workers.len() as u64) as usize;
         let job = Job {
             index: self.next_index,
-            starts_segment: self.next_index % seg_len == 0,
+            starts_segment: self.next_index.is_multiple_of(seg_len),
             yuv,
         };
         let sent = match &self.workers[w].jobs {

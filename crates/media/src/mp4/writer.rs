@@ -314,7 +314,7 @@ impl Mp4Writer {
 
     fn push_frames_inner(&mut self, rgb: &[u8]) -> Result<()> {
         let frame_bytes = self.video.frame_bytes();
-        if rgb.len() % frame_bytes != 0 {
+        if !rgb.len().is_multiple_of(frame_bytes) {
             return Err(Error::InvalidInput(format!(
                 "push_frames got {} bytes, not a whole number of {}x{} RGB frames ({frame_bytes} \
                  bytes each)",
@@ -338,7 +338,7 @@ impl Mp4Writer {
 
     fn push_audio_inner(&mut self, interleaved: &[f32]) -> Result<()> {
         let ch = usize::from(self.audio.channels);
-        if interleaved.len() % ch != 0 {
+        if !interleaved.len().is_multiple_of(ch) {
             return Err(Error::InvalidInput(format!(
                 "push_audio got {} samples, not a whole number of {ch}-channel frames",
                 interleaved.len()
