@@ -521,6 +521,12 @@ mod tests {
     }
 
     #[test]
+    fn writer_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Mp4Writer>();
+    }
+
+    #[test]
     fn timescale_matches_ffmpeg_convention() {
         assert_eq!(VideoParams::new(64, 64, 25).timescale(), (12800, 512));
         let ntsc = VideoParams {
