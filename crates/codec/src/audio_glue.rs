@@ -51,7 +51,7 @@ pub fn resample_fft(x: &Tensor, m: usize) -> Result<Tensor> {
         }
         // A real inverse FFT ignores the imaginary parts of DC and (even length) Nyquist.
         y[0].im = 0.0;
-        if m % 2 == 0 {
+        if m.is_multiple_of(2) {
             y[m / 2] = Complex::new(y[m / 2].re, 0.0);
         }
         let mut wave = inv.make_output_vec();

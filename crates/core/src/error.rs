@@ -39,6 +39,11 @@ pub enum Error {
         report: String,
     },
 
+    /// Model weights the requested mode needs are not installed; the message names the
+    /// component and the command that fetches it.
+    #[error("{0}")]
+    MissingWeights(String),
+
     /// A configuration value is invalid or inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -55,6 +60,10 @@ pub enum Error {
         /// The parser error, with line and column.
         source: serde_json::Error,
     },
+
+    /// The caller cancelled the work (for example with Ctrl-C); nothing was written.
+    #[error("cancelled")]
+    Cancelled,
 
     /// An error from the tensor library.
     #[error(transparent)]

@@ -36,7 +36,8 @@ pub mod png;
 pub mod wav;
 
 pub use input::{
-    load_reference_audio, load_reference_image, AudioInputOptions, ReferenceAudio, ReferenceImage,
+    load_reference_audio, load_reference_image, load_stereo_audio, AudioInputOptions,
+    ReferenceAudio, ReferenceImage,
 };
 pub use mp4::{AacBackend, AudioParams, Mp4Summary, Mp4Writer, VideoParams};
 pub use png::{write_png, write_png_frames};

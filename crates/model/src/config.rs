@@ -172,19 +172,19 @@ impl DitConfig {
     /// Checks internal consistency; every error names the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if self.head_dim == 0 || self.hidden_size % self.head_dim != 0 {
+        if self.head_dim == 0 || !self.hidden_size.is_multiple_of(self.head_dim) {
             return bad(format!(
                 "hidden_size {} is not a multiple of head_dim {}",
                 self.hidden_size, self.head_dim
             ));
         }
-        if self.head_dim % 8 != 0 {
+        if !self.head_dim.is_multiple_of(8) {
             return bad(format!(
                 "head_dim {} must be a multiple of 8 (rope bands)",
                 self.head_dim
             ));
         }
-        if self.num_query_groups == 0 || self.num_heads_q() % self.num_query_groups != 0 {
+        if self.num_query_groups == 0 || !self.num_heads_q().is_multiple_of(self.num_query_groups) {
             return bad(format!(
                 "query heads {} are not a multiple of num_query_groups {}",
                 self.num_heads_q(),

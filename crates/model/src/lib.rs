@@ -12,6 +12,8 @@
 //! The forward pass follows the fixtures' SPEC exactly, including every bf16 rounding point
 //! of the reference, and is proven by parity tests against the official implementation.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod dit;
 pub mod experts;

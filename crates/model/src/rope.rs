@@ -24,7 +24,7 @@ pub fn default_bands(num_bands: usize) -> Vec<f32> {
 
 /// The `(L, 6B)` rope table for `(L, 9)` coordinates (row-major) and `B` bands, on `device`.
 pub fn rope_table(coords: &[f32], bands: &[f32], device: &Device) -> Result<Tensor> {
-    if coords.len() % COLUMNS != 0 {
+    if !coords.len().is_multiple_of(COLUMNS) {
         return Err(Error::InvalidInput(format!(
             "coordinates hold {} values, not a multiple of {COLUMNS}",
             coords.len()

@@ -33,6 +33,7 @@
 
 pub mod cfg;
 pub mod dit_velocity;
+pub mod engine;
 pub mod model;
 pub mod noise;
 pub mod request;

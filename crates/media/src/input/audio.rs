@@ -81,20 +81,7 @@ struct Decoded {
 /// Loads `path` as mono audio at `opts.sample_rate`, with clear errors for empty, corrupt,
 /// unsupported, too short and silent files.
 pub fn load_reference_audio(path: &Path, opts: &AudioInputOptions) -> Result<ReferenceAudio> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| Error::io(path, e))?
-        .len();
-    if len == 0 {
-        return Err(invalid(path, "the file is empty (0 bytes)"));
-    }
-    let mut decoded = decode(path)?;
-    apply_mp4_edit_list(path, &mut decoded)?;
-    if decoded.interleaved.is_empty() {
-        return Err(invalid(
-            path,
-            "the file is empty: it contains no audio samples",
-        ));
-    }
+    let decoded = decode_checked(path)?;
     let mono = downmix_to_mono(&decoded.interleaved, decoded.channels);
     let mut samples = resample(&mono, 1, decoded.rate, opts.sample_rate)?;
     for v in &mut samples {
@@ -129,6 +116,45 @@ pub fn load_reference_audio(path: &Path, opts: &AudioInputOptions) -> Result<Ref
         source_rate: decoded.rate,
         source_channels: decoded.channels,
     })
+}
+
+/// Loads `path` as interleaved **stereo** at `sample_rate`, for putting the user's own sound
+/// into the clip: mono files play on both channels, files with more channels keep their first
+/// two (front left and right), nothing is downmixed. Clipped to [-1, 1].
+pub fn load_stereo_audio(path: &Path, sample_rate: u32) -> Result<Vec<f32>> {
+    let decoded = decode_checked(path)?;
+    let stereo: Vec<f32> = match decoded.channels {
+        1 => decoded.interleaved.iter().flat_map(|&v| [v, v]).collect(),
+        n => decoded
+            .interleaved
+            .chunks_exact(n)
+            .flat_map(|f| [f[0], f[1]])
+            .collect(),
+    };
+    let mut out = resample(&stereo, 2, decoded.rate, sample_rate)?;
+    for v in &mut out {
+        *v = v.clamp(-1.0, 1.0);
+    }
+    Ok(out)
+}
+
+/// Decodes `path` with its edit list applied; fails on empty files and files without samples.
+fn decode_checked(path: &Path) -> Result<Decoded> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    if len == 0 {
+        return Err(invalid(path, "the file is empty (0 bytes)"));
+    }
+    let mut decoded = decode(path)?;
+    apply_mp4_edit_list(path, &mut decoded)?;
+    if decoded.interleaved.is_empty() {
+        return Err(invalid(
+            path,
+            "the file is empty: it contains no audio samples",
+        ));
+    }
+    Ok(decoded)
 }
 
 /// Mono as ffmpeg's default `-ac 1` matrix makes it: stereo `(L + R)·√½`; other layouts are

@@ -6,5 +6,5 @@ pub mod image;
 pub mod lanczos;
 pub mod resample;
 
-pub use self::audio::{load_reference_audio, AudioInputOptions, ReferenceAudio};
+pub use self::audio::{load_reference_audio, load_stereo_audio, AudioInputOptions, ReferenceAudio};
 pub use self::image::{load_reference_image, ReferenceImage};

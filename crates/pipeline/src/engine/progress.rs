@@ -1,0 +1,182 @@
+//! Progress reporting, cancellation and the per-stage timings of a generation.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cadence_core::{Error, Result};
+
+use super::sink::ClipInfo;
+
+/// The stages of a generation, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StageKind {
+    /// Loading model weights.
+    LoadModels,
+    /// Encoding the prompt (and the negative prompt) with the text encoder.
+    EncodeText,
+    /// Encoding the reference image with the Wan VAE.
+    EncodeImage,
+    /// Encoding the user's audio with the audio VAE.
+    EncodeAudio,
+    /// Denoising at the base resolution.
+    DenoiseBase,
+    /// Denoising at the super-resolution size.
+    DenoiseSuperResolution,
+    /// Decoding video latents to frames.
+    DecodeVideo,
+    /// Decoding (or preparing) the audio track.
+    DecodeAudio,
+}
+
+impl StageKind {
+    /// A short machine-readable name (used in JSON summaries).
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::LoadModels => "load_models",
+            Self::EncodeText => "encode_text",
+            Self::EncodeImage => "encode_image",
+            Self::EncodeAudio => "encode_audio",
+            Self::DenoiseBase => "denoise_base",
+            Self::DenoiseSuperResolution => "denoise_sr",
+            Self::DecodeVideo => "decode_video",
+            Self::DecodeAudio => "decode_audio",
+        }
+    }
+}
+
+impl fmt::Display for StageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::LoadModels => "load models",
+            Self::EncodeText => "encode text",
+            Self::EncodeImage => "encode image",
+            Self::EncodeAudio => "encode audio",
+            Self::DenoiseBase => "denoise (base)",
+            Self::DenoiseSuperResolution => "denoise (super-resolution)",
+            Self::DecodeVideo => "decode video",
+            Self::DecodeAudio => "decode audio",
+        })
+    }
+}
+
+/// Receives progress; every method has an empty default. Steps are denoising steps for the
+/// denoise stages and frames for video decoding.
+pub trait Progress {
+    /// A stage begins; `total_steps` when it is known.
+    fn stage_started(&mut self, stage: StageKind, total_steps: Option<u64>) {
+        let _ = (stage, total_steps);
+    }
+    /// `steps` more steps of `stage` are done.
+    fn advance(&mut self, stage: StageKind, steps: u64) {
+        let _ = (stage, steps);
+    }
+    /// A stage ended after `elapsed`.
+    fn stage_finished(&mut self, stage: StageKind, elapsed: Duration) {
+        let _ = (stage, elapsed);
+    }
+    /// Something the user should know (a rounded size, a trimmed prompt).
+    fn warning(&mut self, message: &str) {
+        let _ = message;
+    }
+}
+
+impl Progress for () {}
+
+/// A flag another thread (a Ctrl-C handler) sets to stop a generation at the next step.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests cancellation.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// `Err(Error::Cancelled)` once cancellation was requested.
+    pub fn check(&self) -> Result<()> {
+        if self.is_cancelled() {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// What a finished generation reports.
+#[derive(Debug, Clone)]
+pub struct GenerationReport {
+    /// The clip's shape.
+    pub info: ClipInfo,
+    /// The seed used.
+    pub seed: u64,
+    /// Wall time of every stage that ran, in order.
+    pub timings: Vec<(StageKind, Duration)>,
+    /// Warnings raised on the way (also sent to [`Progress::warning`]).
+    pub warnings: Vec<String>,
+    /// Whether the embedded tiny random demo model produced it.
+    pub demo: bool,
+}
+
+/// Times stages and forwards events to a [`Progress`].
+pub(crate) struct StageTimer<'p> {
+    progress: &'p mut dyn Progress,
+    pub(crate) timings: Vec<(StageKind, Duration)>,
+    pub(crate) warnings: Vec<String>,
+}
+
+impl<'p> StageTimer<'p> {
+    pub(crate) fn new(progress: &'p mut dyn Progress) -> Self {
+        Self {
+            progress,
+            timings: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Runs `f` as `stage`, timing it.
+    pub(crate) fn run<T>(
+        &mut self,
+        stage: StageKind,
+        total: Option<u64>,
+        f: impl FnOnce(&mut dyn Progress) -> Result<T>,
+    ) -> Result<T> {
+        self.start(stage, total);
+        let start = Instant::now();
+        let out = f(&mut *self.progress)?;
+        self.finish(stage, start.elapsed());
+        Ok(out)
+    }
+
+    /// A stage begins (for stages that span callbacks, see [`StageTimer::run`] otherwise).
+    pub(crate) fn start(&mut self, stage: StageKind, total: Option<u64>) {
+        self.progress.stage_started(stage, total);
+    }
+
+    /// Progress within a started stage.
+    pub(crate) fn advance(&mut self, stage: StageKind, steps: u64) {
+        self.progress.advance(stage, steps);
+    }
+
+    /// A started stage ended after `elapsed`.
+    pub(crate) fn finish(&mut self, stage: StageKind, elapsed: Duration) {
+        self.progress.stage_finished(stage, elapsed);
+        self.timings.push((stage, elapsed));
+    }
+
+    pub(crate) fn warn(&mut self, message: String) {
+        self.progress.warning(&message);
+        self.warnings.push(message);
+    }
+}
