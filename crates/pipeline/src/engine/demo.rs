@@ -190,7 +190,7 @@ fn tiny_dit_config(super_resolution: bool) -> DitConfig {
 /// Turbo-VAED with the real layout at the fixtures' tiny widths.
 fn tiny_turbo_config() -> TurboConfig {
     TurboConfig {
-        decoder_block_out_channels: vec![8, 12, 16, 24],
+        decoder_block_out_channels: vec![4, 4, 8, 8],
         ..TurboConfig::turbo_v3_wan22()
     }
 }

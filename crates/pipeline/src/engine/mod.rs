@@ -3,8 +3,10 @@
 //! ```no_run
 //! use cadence_pipeline::engine::{CancelToken, Clip, Engine};
 //! use cadence_pipeline::GenerationRequest;
+//! use cadence_weights::Dit;
 //! # fn main() -> cadence_core::Result<()> {
-//! let engine = Engine::demo()?; // or Engine::load(&root, &manifest, &mode, options, &mut ())?
+//! // The embedded tiny demo model; real weights: Engine::load(&root, &manifest, &mode, options, &mut ())
+//! let engine = Engine::demo(Dit::Distill)?;
 //! let mut clip = Clip::default();
 //! let report = engine.generate(
 //!     &GenerationRequest::new("a woman smiles and says hello"),
@@ -53,7 +55,7 @@ use crate::sampler::{
 use crate::shapes::{LatentSize, FPS};
 
 pub use progress::{CancelToken, GenerationReport, Progress, StageKind};
-pub use sink::{Clip, ClipInfo, ClipSink};
+pub use sink::{Clip, ClipInfo, ClipSink, Mp4Sink};
 
 use progress::StageTimer;
 

@@ -83,3 +83,69 @@ impl ClipSink for Clip {
         Ok(())
     }
 }
+
+/// Streams a clip into an MP4 file (H.264 + AAC) as it is produced. Nothing appears at the
+/// path until [`Mp4Sink::finish`] succeeds; dropping the sink unfinished (an error, Ctrl-C)
+/// leaves no file.
+pub struct Mp4Sink {
+    path: std::path::PathBuf,
+    writer: Option<cadence_media::Mp4Writer>,
+    /// Wall time spent waiting on the writer (conversion, encoding back-pressure, muxing).
+    busy: std::time::Duration,
+}
+
+impl Mp4Sink {
+    /// A sink that will write `path`.
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            writer: None,
+            busy: std::time::Duration::ZERO,
+        }
+    }
+
+    fn writer(&mut self) -> Result<&mut cadence_media::Mp4Writer> {
+        self.writer
+            .as_mut()
+            .ok_or_else(|| Error::InvalidInput("data arrived before the clip started".into()))
+    }
+
+    /// Encodes what is left and moves the file into place. Returns the summary and the time
+    /// the writer cost the generation (encoding mostly overlaps decoding on worker threads).
+    pub fn finish(mut self) -> Result<(cadence_media::Mp4Summary, std::time::Duration)> {
+        let start = std::time::Instant::now();
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| Error::InvalidInput("no clip was written".into()))?;
+        let summary = writer.finish()?;
+        Ok((summary, self.busy + start.elapsed()))
+    }
+}
+
+impl ClipSink for Mp4Sink {
+    fn start(&mut self, info: &ClipInfo) -> Result<()> {
+        let video = cadence_media::VideoParams::new(info.width, info.height, info.fps);
+        let audio = cadence_media::AudioParams {
+            sample_rate: info.sample_rate,
+            channels: info.channels,
+            ..Default::default()
+        };
+        self.writer = Some(cadence_media::Mp4Writer::create(&self.path, video, audio)?);
+        Ok(())
+    }
+
+    fn frames(&mut self, rgb: &[u8], _count: usize) -> Result<()> {
+        let start = std::time::Instant::now();
+        self.writer()?.push_frames(rgb)?;
+        self.busy += start.elapsed();
+        Ok(())
+    }
+
+    fn audio(&mut self, interleaved: &[f32]) -> Result<()> {
+        let start = std::time::Instant::now();
+        self.writer()?.push_audio(interleaved)?;
+        self.busy += start.elapsed();
+        Ok(())
+    }
+}
