@@ -8,8 +8,22 @@
 //! f32; the result is rounded to the inputs' dtype (bf16 in production). The per-head gate,
 //! when given, multiplies that rounded result by `sigmoid(gate)` in f32 and rounds again, which
 //! is exactly the reference's `bf16(bf16(attn) * sigmoid(g))`.
+//!
+//! Implementations ([`AttentionKernel`]): the candle-op reference below runs on every device;
+//! on CUDA devices of compute capability 9.x (H100, H200) the project's own kernels
+//! (`kernels/attention_sm90.cu`, `kernels/attention_sm80.cu`, feature `cuda`) compute bf16
+//! calls block-sparse, skipping the key tiles a mask excludes ([`schedule`]). The GPU kernels
+//! round the probabilities to bf16 before P·V, as FlashAttention does.
 
+pub mod schedule;
+
+#[cfg(feature = "cuda")]
+mod cuda;
+
+use std::fmt;
 use std::ops::Range;
+use std::str::FromStr;
+use std::sync::OnceLock;
 
 use candle_core::{DType, Result, Tensor, D};
 
@@ -62,9 +76,76 @@ impl AttentionMask {
     }
 }
 
+/// Which implementation computes attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttentionKernel {
+    /// The candle-op reference: any device, any float dtype; the parity baseline.
+    Reference,
+    /// `kernels/attention_sm80.cu`: mma.sync tensor cores, cp.async loads. The simple kernel
+    /// and the fallback (CUDA compute capability 9.x, bf16).
+    Mma,
+    /// `kernels/attention_sm90.cu`: wgmma tensor cores fed by TMA, producer/consumer
+    /// warpgroups. The fast kernel and the default on Hopper (CUDA 9.x, bf16).
+    Wgmma,
+}
+
+impl AttentionKernel {
+    /// Environment variable that overrides the automatic choice of [`attention`]:
+    /// `reference`, `mma` or `wgmma` (self-tests and A/B runs of the whole model).
+    pub const ENV: &'static str = "CADENCE_ATTENTION_KERNEL";
+
+    /// Every implementation.
+    pub const ALL: [Self; 3] = [Self::Reference, Self::Mma, Self::Wgmma];
+
+    /// The lower-case name used by [`Self::ENV`] and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Reference => "reference",
+            Self::Mma => "mma",
+            Self::Wgmma => "wgmma",
+        }
+    }
+}
+
+impl fmt::Display for AttentionKernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for AttentionKernel {
+    type Err = candle_core::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "unknown attention kernel {s:?} (expected reference, mma or wgmma)"
+                ))
+            })
+    }
+}
+
+/// How [`attention_with`] computes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttentionOptions {
+    /// The implementation; `None` chooses per call (see [`attention`]).
+    pub kernel: Option<AttentionKernel>,
+    /// Fill a GPU kernel's output with NaN before the launch, so an element the kernel fails
+    /// to write shows up as NaN (self-tests). The reference ignores it.
+    pub poison_output: bool,
+}
+
 /// Attention output `(L, Hq, D)` in the dtype of `q`.
 ///
 /// `gate` is `(L, Hq)` (one scalar per token and head) or `None` for the ungated result.
+///
+/// The implementation is chosen per call: the [`AttentionKernel::Wgmma`] kernel when the
+/// tensors are bf16 on a CUDA device of compute capability 9.x, head_dim is a multiple of 8
+/// up to 128, `Hq` is a multiple of `Hk` and every query has at least one key; the reference
+/// otherwise. `CADENCE_ATTENTION_KERNEL` ([`AttentionKernel::ENV`]) overrides the choice.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -72,7 +153,82 @@ pub fn attention(
     gate: Option<&Tensor>,
     mask: Option<&AttentionMask>,
 ) -> Result<Tensor> {
-    reference_attention(q, k, v, gate, mask)
+    attention_with(&AttentionOptions::default(), q, k, v, gate, mask)
+}
+
+/// [`attention`] with explicit options. A GPU kernel named in `options` (or by the
+/// environment) that cannot compute these inputs is an error, not a silent fallback.
+pub fn attention_with(
+    options: &AttentionOptions,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    gate: Option<&Tensor>,
+    mask: Option<&AttentionMask>,
+) -> Result<Tensor> {
+    let named = match options.kernel {
+        Some(kernel) => Some(kernel),
+        None => kernel_from_env()?,
+    };
+    match named {
+        Some(AttentionKernel::Reference) => reference_attention(q, k, v, gate, mask),
+        _ => gpu_attention(named, options.poison_output, q, k, v, gate, mask),
+    }
+}
+
+/// The kernel named by [`AttentionKernel::ENV`], read once per process.
+fn kernel_from_env() -> Result<Option<AttentionKernel>> {
+    static CHOICE: OnceLock<std::result::Result<Option<AttentionKernel>, String>> = OnceLock::new();
+    CHOICE
+        .get_or_init(|| match std::env::var(AttentionKernel::ENV) {
+            Ok(name) if !name.is_empty() => name
+                .parse()
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", AttentionKernel::ENV)),
+            _ => Ok(None),
+        })
+        .clone()
+        .map_err(candle_core::Error::Msg)
+}
+
+/// A GPU kernel when one fits, else the reference (`named: None`) or an error (`named`).
+#[cfg(feature = "cuda")]
+fn gpu_attention(
+    named: Option<AttentionKernel>,
+    poison_output: bool,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    gate: Option<&Tensor>,
+    mask: Option<&AttentionMask>,
+) -> Result<Tensor> {
+    let kernel = named.unwrap_or(AttentionKernel::Wgmma);
+    match cuda::plan(kernel, q, k, v, mask)? {
+        cuda::Plan::Run(launch) => launch.run(q, k, v, gate, poison_output),
+        cuda::Plan::Unsupported(_) if named.is_none() => reference_attention(q, k, v, gate, mask),
+        cuda::Plan::Unsupported(why) => {
+            candle_core::bail!("the {kernel} attention kernel cannot compute this call: {why}")
+        }
+    }
+}
+
+/// Without the `cuda` feature only the reference exists.
+#[cfg(not(feature = "cuda"))]
+fn gpu_attention(
+    named: Option<AttentionKernel>,
+    _poison_output: bool,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    gate: Option<&Tensor>,
+    mask: Option<&AttentionMask>,
+) -> Result<Tensor> {
+    match named {
+        None => reference_attention(q, k, v, gate, mask),
+        Some(kernel) => candle_core::bail!(
+            "the {kernel} attention kernel needs cadence-kernels' `cuda` feature"
+        ),
+    }
 }
 
 /// Bytes of f32 scores one query block may take in the reference implementation.
