@@ -195,49 +195,13 @@ impl Checkpoint {
     /// encoder-decoder file). Fails with [`Error::KeyMismatch`] naming every missing,
     /// unexpected or mis-shaped key.
     pub fn verify(&self, prefix: &str, expected: &[TensorSpec]) -> Result<()> {
-        let report = self.mismatch_report(prefix, expected);
-        if report.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::KeyMismatch {
-                path: self.path.clone(),
-                report,
-            })
-        }
+        WeightSource::verify(self, prefix, expected)
     }
 
     /// The text of [`Checkpoint::verify`]'s error: one line per problem, empty when the
     /// checkpoint matches.
     pub fn mismatch_report(&self, prefix: &str, expected: &[TensorSpec]) -> String {
-        let mut report = String::new();
-        let mut wanted = BTreeSet::new();
-        for spec in expected {
-            let key = format!("{prefix}{}", spec.name);
-            match self.stored.get(&key) {
-                None if spec.optional => {}
-                None => {
-                    let _ = writeln!(report, "  missing: {key} (expected shape {:?})", spec.shape);
-                }
-                Some(s) if s.shape != spec.shape => {
-                    let _ = writeln!(
-                        report,
-                        "  wrong shape: {key} is {:?} in the file, the model expects {:?}",
-                        s.shape, spec.shape
-                    );
-                }
-                Some(_) => {}
-            }
-            wanted.insert(key);
-        }
-        for (key, s) in self.stored.range(prefix.to_string()..) {
-            if !key.starts_with(prefix) {
-                break;
-            }
-            if !wanted.contains(key) {
-                let _ = writeln!(report, "  unexpected: {key} {:?}", s.shape);
-            }
-        }
-        report
+        mismatch_report(self, prefix, expected)
     }
 
     /// Checks that the index lists exactly the stored keys, each in the shard that holds it.
@@ -319,4 +283,88 @@ fn resolve_files(path: &Path) -> Result<Vec<PathBuf>> {
         path,
         "no such file or folder; download the weights with `cadence fetch`",
     ))
+}
+
+/// Anything models can read named tensors from: a checkpoint on disk, or generated weights.
+///
+/// Model loaders take `&dyn WeightSource`, so the same code builds a model from a published
+/// checkpoint, from the demo's seeded weights, or from random weights at the real sizes.
+pub trait WeightSource {
+    /// Whether `key` is present.
+    fn contains(&self, key: &str) -> bool;
+    /// The stored shape of `key`.
+    fn shape(&self, key: &str) -> Option<Vec<usize>>;
+    /// Every key, sorted.
+    fn keys(&self) -> Vec<String>;
+    /// `key` on `device`, converted to `dtype`.
+    fn load(&self, key: &str, dtype: DType, device: &Device) -> Result<Tensor>;
+    /// Compares the keys under `prefix` with `expected` (see [`Checkpoint::verify`]).
+    fn verify(&self, prefix: &str, expected: &[TensorSpec]) -> Result<()> {
+        let report = mismatch_report(self, prefix, expected);
+        if report.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::KeyMismatch {
+                path: PathBuf::from(self.describe()),
+                report,
+            })
+        }
+    }
+    /// What the source is, for error messages (a path, or "random weights").
+    fn describe(&self) -> String {
+        "random weights".into()
+    }
+}
+
+impl WeightSource for Checkpoint {
+    fn contains(&self, key: &str) -> bool {
+        Checkpoint::contains(self, key)
+    }
+    fn shape(&self, key: &str) -> Option<Vec<usize>> {
+        self.stored.get(key).map(|s| s.shape.clone())
+    }
+    fn keys(&self) -> Vec<String> {
+        self.stored.keys().cloned().collect()
+    }
+    fn load(&self, key: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        Checkpoint::load(self, key, dtype, device)
+    }
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// One line per missing, unexpected or mis-shaped key under `prefix`; empty when all match.
+fn mismatch_report<S: WeightSource + ?Sized>(
+    source: &S,
+    prefix: &str,
+    expected: &[TensorSpec],
+) -> String {
+    let mut report = String::new();
+    let mut wanted = BTreeSet::new();
+    for spec in expected {
+        let key = format!("{prefix}{}", spec.name);
+        match source.shape(&key) {
+            None if spec.optional => {}
+            None => {
+                let _ = writeln!(report, "  missing: {key} (expected shape {:?})", spec.shape);
+            }
+            Some(shape) if shape != spec.shape => {
+                let _ = writeln!(
+                    report,
+                    "  wrong shape: {key} is {shape:?} in the file, the model expects {:?}",
+                    spec.shape
+                );
+            }
+            Some(_) => {}
+        }
+        wanted.insert(key);
+    }
+    for key in source.keys() {
+        if key.starts_with(prefix) && !wanted.contains(&key) {
+            let shape = source.shape(&key).unwrap_or_default();
+            let _ = writeln!(report, "  unexpected: {key} {shape:?}");
+        }
+    }
+    report
 }

@@ -5,11 +5,12 @@
 //! dispatch on the case's `kind`, never on folder or tensor names, so another fixture set with
 //! the same layout can be swapped in.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
 use crate::error::{read_json, Error, Result};
@@ -214,6 +215,102 @@ pub fn expect_exact(name: &str, got: &Tensor, want: &Tensor) -> Result<()> {
 pub fn tensor<'a>(case: &Case, io: &'a HashMap<String, Tensor>, name: &str) -> Result<&'a Tensor> {
     io.get(name)
         .ok_or_else(|| Error::InvalidInput(format!("{}: io.safetensors has no {name}", case.name)))
+}
+
+/// Every element of `t` as f64, copied to the CPU first, so checks compare results computed on
+/// any device with the CPU-held references.
+pub fn values(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.to_device(&Device::Cpu)?
+        .flatten_all()?
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?)
+}
+
+/// The tensors of a case's `io.safetensors` (on the CPU) and the names a check has compared, so
+/// the check can fail when the case holds a tensor nothing looked at: a silently skipped part of
+/// a case counts as a failure.
+///
+/// Recording goes through `&self`, so a check can record from inside a callback that also
+/// borrows the io (a streaming decoder's chunk handler, for example).
+#[derive(Debug)]
+pub struct CaseIo<'c> {
+    case: &'c Case,
+    tensors: HashMap<String, Tensor>,
+    checked: RefCell<BTreeSet<String>>,
+}
+
+impl<'c> CaseIo<'c> {
+    /// Reads the case's `io.safetensors`.
+    pub fn open(case: &'c Case) -> Result<Self> {
+        Ok(Self {
+            case,
+            tensors: case.io()?,
+            checked: RefCell::new(BTreeSet::new()),
+        })
+    }
+
+    /// The case.
+    pub fn case(&self) -> &'c Case {
+        self.case
+    }
+
+    /// All tensors, by name, on the CPU.
+    pub fn tensors(&self) -> &HashMap<String, Tensor> {
+        &self.tensors
+    }
+
+    /// The tensor `name` as stored (on the CPU); an error names the case when it is absent.
+    pub fn get(&self, name: &str) -> Result<&Tensor> {
+        tensor(self.case, &self.tensors, name)
+    }
+
+    /// The tensor `name` moved to `device`: inputs of a computation that runs there.
+    pub fn on(&self, name: &str, device: &Device) -> Result<Tensor> {
+        Ok(self.get(name)?.to_device(device)?)
+    }
+
+    /// Whether the case holds a tensor `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// The names starting with `prefix`, sorted.
+    pub fn names(&self, prefix: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Records that the tensor `name` was compared.
+    pub fn mark_checked(&self, name: &str) {
+        self.checked.borrow_mut().insert(name.to_string());
+    }
+
+    /// Fails naming (sorted) every tensor whose name starts with one of `prefixes` that no
+    /// comparison was recorded for.
+    pub fn expect_all_checked(&self, prefixes: &[&str]) -> Result<()> {
+        let checked = self.checked.borrow();
+        let mut missed: Vec<&str> = self
+            .tensors
+            .keys()
+            .filter(|k| prefixes.iter().any(|p| k.starts_with(p)) && !checked.contains(*k))
+            .map(String::as_str)
+            .collect();
+        if missed.is_empty() {
+            return Ok(());
+        }
+        missed.sort_unstable();
+        Err(Error::InvalidInput(format!(
+            "{}: tensors not checked: {}",
+            self.case.name,
+            missed.join(", ")
+        )))
+    }
 }
 
 /// Error bounds for one tensor, as a case's `tolerances` state them. Every bound present must

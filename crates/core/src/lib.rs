@@ -8,6 +8,8 @@ pub mod compare;
 pub mod error;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
+pub mod random;
 
-pub use checkpoint::{Checkpoint, TensorSpec};
+pub use checkpoint::{Checkpoint, TensorSpec, WeightSource};
 pub use error::{Error, Result};
+pub use random::RandomWeights;

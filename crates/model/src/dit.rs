@@ -4,7 +4,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use cadence_core::{Checkpoint, Error, Result};
+use cadence_core::{Checkpoint, Error, RandomWeights, Result, WeightSource};
 
 use crate::config::DitConfig;
 use crate::experts::ExpertNorm;
@@ -49,7 +49,11 @@ struct OutputHead {
 }
 
 impl OutputHead {
-    fn load(ckpt: &Checkpoint, (norm, linear): (&str, &str), device: &Device) -> Result<Self> {
+    fn load(
+        ckpt: &dyn WeightSource,
+        (norm, linear): (&str, &str),
+        device: &Device,
+    ) -> Result<Self> {
         Ok(Self {
             norm: ExpertNorm::load(ckpt, norm, 1, device)?,
             linear: ckpt.load(linear, DType::F32, device)?,
@@ -88,13 +92,14 @@ impl DitModel {
         Self::load(&Checkpoint::open(dir)?, config, compute, device)
     }
 
-    /// Loads the model from an opened checkpoint after verifying every key and shape.
+    /// Loads the model from a checkpoint (or any weight source) after verifying every key and
+    /// shape.
     ///
     /// GEMM weights are held in `compute` (bf16 in production; f32 for exact checks), every
     /// other tensor in f32, whatever the file stores. Each tensor is converted as it is read,
     /// so the weights are never held twice.
     pub fn load(
-        ckpt: &Checkpoint,
+        ckpt: &dyn WeightSource,
         config: DitConfig,
         compute: DType,
         device: &Device,
@@ -132,6 +137,13 @@ impl DitModel {
             video_head: OutputHead::load(ckpt, video_head, device)?,
             audio_head: OutputHead::load(ckpt, audio_head, device)?,
         })
+    }
+
+    /// The model with random weights at `config`'s size, drawn on `device` (benchmarks and
+    /// memory checks at the real size when the real weights are absent; the output is noise).
+    pub fn random(config: DitConfig, compute: DType, device: &Device) -> Result<Self> {
+        let source = RandomWeights::on_device(&expected_tensors(&config), "");
+        Self::load(&source, config, compute, device)
     }
 
     /// The architecture.

@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use cadence_core::{Checkpoint, Result};
+use cadence_core::{Result, WeightSource};
 use cadence_kernels::norm::rms_norm;
 
 use crate::config::NORM_EPS;
@@ -44,7 +44,7 @@ pub struct ExpertLinear {
 impl ExpertLinear {
     /// Loads `key` (already verified to be `(experts·out, in)`) in the compute dtype.
     pub fn load(
-        ckpt: &Checkpoint,
+        ckpt: &dyn WeightSource,
         key: &str,
         experts: usize,
         dtype: DType,
@@ -83,7 +83,12 @@ pub struct ExpertNorm {
 
 impl ExpertNorm {
     /// Loads the stored offset `w` from `key` and keeps `1 + w` (f32).
-    pub fn load(ckpt: &Checkpoint, key: &str, experts: usize, device: &Device) -> Result<Self> {
+    pub fn load(
+        ckpt: &dyn WeightSource,
+        key: &str,
+        experts: usize,
+        device: &Device,
+    ) -> Result<Self> {
         let scale = (ckpt.load(key, DType::F32, device)? + 1.0)?;
         let width = scale.dim(0)? / experts;
         Ok(Self {

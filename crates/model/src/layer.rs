@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use cadence_core::{Checkpoint, Result};
+use cadence_core::{Result, WeightSource};
 use cadence_kernels::activation::{gelu7, swiglu7};
 use cadence_kernels::attention::gate_heads;
 use cadence_kernels::rope::apply_rope;
@@ -54,7 +54,7 @@ pub struct TransformerLayer {
 impl TransformerLayer {
     /// Loads layer `index`; GEMM weights in `compute`, norms in f32.
     pub fn load(
-        ckpt: &Checkpoint,
+        ckpt: &dyn WeightSource,
         config: &DitConfig,
         index: usize,
         compute: DType,

@@ -36,6 +36,8 @@ pub mod dit_velocity;
 pub mod engine;
 pub mod model;
 pub mod noise;
+#[cfg(feature = "fixtures")]
+pub mod parity;
 pub mod request;
 pub mod sampler;
 pub mod scheduler;

@@ -9,8 +9,6 @@
 use std::collections::VecDeque;
 
 use candle_core::{DType, Device, Tensor};
-use rand_chacha::rand_core::{RngCore, SeedableRng};
-use rand_chacha::ChaCha20Rng;
 
 use cadence_core::{Error, Result};
 
@@ -20,17 +18,10 @@ pub trait NoiseSource {
     fn standard_normal(&mut self, shape: &[usize], device: &Device) -> Result<Tensor>;
 }
 
-/// Deterministic counter-based Gaussian noise: ChaCha20 keystream + Box–Muller.
-///
-/// Algorithm (stable; changing it changes every generated clip):
-/// * key: the seed as 8 little-endian bytes followed by 24 zero bytes; ChaCha20 as implemented
-///   by `rand_chacha::ChaCha20Rng` (20 rounds, 64-bit block counter, 64-bit stream id);
-/// * draw `d` (0 for the first call on a fresh source, then 1, 2, ...) reads stream `d` from
-///   its start, as a sequence of u64 words (`next_u64`: two keystream words, low word first);
-/// * words are consumed in pairs `(a, b)`: `u1 = ((a >> 11) + 1) / 2^53` in (0, 1],
-///   `u2 = (b >> 11) / 2^53` in [0, 1), `r = sqrt(-2 ln u1)`; elements `2k` and `2k + 1` (row-major
-///   order of the requested shape) are `r cos(2 pi u2)` and `r sin(2 pi u2)` computed in f64 and
-///   rounded to f32; an odd element count drops the last sine.
+/// Deterministic counter-based Gaussian noise: ChaCha20 keystream + Box–Muller, draw `d` (0 for
+/// the first call on a fresh source, then 1, 2, ...) being stream `d` of
+/// [`cadence_core::random::standard_normal`] (whose doc states the algorithm; changing it changes
+/// every generated clip), in row-major order of the requested shape.
 ///
 /// The values are generated on the CPU and then moved to `device`, so CPU and CUDA runs with the
 /// same seed see the same noise. Torch's generators are not reproduced (bit-exact RNG parity with
@@ -59,22 +50,7 @@ impl SeededNoise {
 
     /// The values of draw `draw` with `len` elements (the documented algorithm, on the CPU).
     pub fn values(seed: u64, draw: u64, len: usize) -> Vec<f32> {
-        let mut key = [0u8; 32];
-        key[..8].copy_from_slice(&seed.to_le_bytes());
-        let mut rng = ChaCha20Rng::from_seed(key);
-        rng.set_stream(draw);
-        let scale = 1.0 / (1u64 << 53) as f64;
-        let mut out = Vec::with_capacity(len + 1);
-        while out.len() < len {
-            let u1 = ((rng.next_u64() >> 11) + 1) as f64 * scale;
-            let u2 = (rng.next_u64() >> 11) as f64 * scale;
-            let r = (-2.0 * u1.ln()).sqrt();
-            let (sin, cos) = (std::f64::consts::TAU * u2).sin_cos();
-            out.push((r * cos) as f32);
-            out.push((r * sin) as f32);
-        }
-        out.truncate(len);
-        out
+        cadence_core::random::standard_normal(seed, draw, len)
     }
 }
 

@@ -11,7 +11,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, Module};
 
-use cadence_core::{Checkpoint, Result};
+use cadence_core::{Result, WeightSource};
 
 use crate::config::TextEncoderConfig;
 use crate::rope::RotaryTables;
@@ -46,7 +46,7 @@ pub struct SelfAttention {
 impl SelfAttention {
     /// Loads `{prefix}{q,k,v,o}_proj.weight`.
     pub fn load(
-        ckpt: &Checkpoint,
+        ckpt: &dyn WeightSource,
         prefix: &str,
         cfg: &TextEncoderConfig,
         dtype: DType,

@@ -51,6 +51,12 @@ impl WeightsIdentity {
         Ok(Self(hex(&h.finalize())))
     }
 
+    /// An identity for weights that have no files (generated weights): `name` must change
+    /// whenever the weights do.
+    pub fn named(name: &str) -> Self {
+        Self(hex(&Sha256::digest(name.as_bytes())))
+    }
+
     /// The fingerprint as hex.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use cadence_core::{Checkpoint, Error, Result};
+use cadence_core::{Checkpoint, Error, Result, WeightSource};
 
 use crate::attention::AttentionMode;
 use crate::batch::TokenBatch;
@@ -46,6 +46,24 @@ impl TextEncoder {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        Self::from_source(
+            ckpt,
+            WeightsIdentity::of_checkpoint(ckpt)?,
+            cfg,
+            dtype,
+            device,
+        )
+    }
+
+    /// [`TextEncoder::load`] from any weight source (generated weights, for the demo and
+    /// benchmarks); `identity` keys the negative-prompt cache.
+    pub fn from_source(
+        ckpt: &dyn WeightSource,
+        identity: WeightsIdentity,
+        cfg: &TextEncoderConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         cfg.validate()?;
         if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16 | DType::F64) {
             return Err(Error::Config(format!(
@@ -54,7 +72,6 @@ impl TextEncoder {
             )));
         }
         ckpt.verify(ENCODER_PREFIX, &cfg.tensor_specs())?;
-        let identity = WeightsIdentity::of_checkpoint(ckpt)?;
         let embed_tokens = ckpt.load(
             &format!("{ENCODER_PREFIX}embed_tokens.weight"),
             dtype,

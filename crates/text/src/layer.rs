@@ -8,7 +8,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use cadence_core::{Checkpoint, Result};
+use cadence_core::{Result, WeightSource};
 
 use crate::attention::{AttentionMode, SelfAttention};
 use crate::config::{LayerKind, TextEncoderConfig};
@@ -32,7 +32,7 @@ pub struct EncoderLayer {
 impl EncoderLayer {
     /// Loads layer `index` from `{prefix}layers.{index}.*`.
     pub fn load(
-        ckpt: &Checkpoint,
+        ckpt: &dyn WeightSource,
         prefix: &str,
         index: usize,
         cfg: &TextEncoderConfig,

@@ -64,6 +64,8 @@ mod mask;
 mod mlp;
 mod negative;
 mod norm;
+#[cfg(feature = "fixtures")]
+pub mod parity;
 mod prompt;
 mod rope;
 mod tokenizer;

@@ -3,7 +3,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, Module};
 
-use cadence_core::{Checkpoint, Result};
+use cadence_core::{Result, WeightSource};
 
 /// One layer's MLP.
 #[derive(Debug, Clone)]
@@ -15,7 +15,12 @@ pub struct GatedMlp {
 
 impl GatedMlp {
     /// Loads `{prefix}{gate,up,down}_proj.weight`.
-    pub fn load(ckpt: &Checkpoint, prefix: &str, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn load(
+        ckpt: &dyn WeightSource,
+        prefix: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let linear = |name: &str| -> Result<Linear> {
             let w = ckpt.load(&format!("{prefix}{name}.weight"), dtype, device)?;
             Ok(Linear::new(w, None))

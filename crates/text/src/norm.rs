@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
-use cadence_core::{Checkpoint, Result};
+use cadence_core::{Result, WeightSource};
 
 /// One RMSNorm over the last dimension.
 #[derive(Debug, Clone)]
@@ -18,7 +18,7 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     /// Loads the stored weight `key` and precomputes its `1 + w` scale in f32.
-    pub fn load(ckpt: &Checkpoint, key: &str, eps: f64, device: &Device) -> Result<Self> {
+    pub fn load(ckpt: &dyn WeightSource, key: &str, eps: f64, device: &Device) -> Result<Self> {
         let w = ckpt.load(key, DType::F32, device)?;
         Ok(Self {
             scale: (w + 1.0)?,

@@ -40,6 +40,20 @@ impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::checkpoint(path, format!("not a readable tokenizer.json: {e}")))?;
+        Self::with_flags(inner, path)
+    }
+
+    /// A tokenizer from the text of a `tokenizer.json`, with T5Gemma's flags (no `<bos>`, no
+    /// `<eos>`, `<pad>` padding). Used for the embedded demo model.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(json.as_bytes())
+            .map_err(|e| Error::InvalidInput(format!("not a valid tokenizer.json: {e}")))?;
+        Self::with_flags(inner, Path::new(TOKENIZER_FILE))
+    }
+
+    /// Reads the special-token flags from the `tokenizer_config.json` beside `path`, or
+    /// assumes T5Gemma's.
+    fn with_flags(inner: tokenizers::Tokenizer, path: &Path) -> Result<Self> {
         let config_path = path.with_file_name(TOKENIZER_CONFIG_FILE);
         let flags = if config_path.is_file() {
             let value: Value = cadence_core::error::read_json(&config_path)?;

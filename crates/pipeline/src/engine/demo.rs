@@ -3,28 +3,24 @@
 //! It runs the whole pipeline (text encoder, DiT, super-resolution DiT with frame-window
 //! attention, Wan2.2 encoder, Turbo-VAED, Oobleck) on the CPU in seconds, with no download, so
 //! a newcomer can see the product work and the tests can run every mode end to end. The clips
-//! it makes are noise: the weights are random. The DiT and the text encoder go through their
-//! real safetensors loaders (written to a temporary folder); the codecs are built from the
-//! same tensors in memory.
+//! it makes are noise: the weights are random (seeded, so the demo model is the same
+//! everywhere), served to the components' normal loaders as a [`RandomWeights`] source.
 
-use std::collections::HashMap;
-use std::path::Path;
-
-use candle_core::{DType, Device, Tensor};
+use candle_core::DType;
 use candle_nn::VarBuilder;
 
 use cadence_codec::{Oobleck, OobleckConfig, TurboConfig, TurboVaed, WanConfig, WanVae};
-use cadence_core::{Checkpoint, Error, Result, TensorSpec};
+use cadence_core::{RandomWeights, Result, TensorSpec};
 use cadence_model::weights::expected_tensors;
 use cadence_model::{DitConfig, DitModel, DitVariant};
 use cadence_text::{
-    LayerKind, PromptEncoder, TextEncoder, TextEncoderConfig, Tokenizer, ENCODER_PREFIX,
+    LayerKind, PromptEncoder, TextEncoder, TextEncoderConfig, Tokenizer, WeightsIdentity,
+    ENCODER_PREFIX,
 };
 use cadence_weights::Dit;
 
 use super::{Engine, EngineOptions, TextSource, VideoDecoder};
 use crate::dit_velocity::DitVelocity;
-use crate::noise::SeededNoise;
 use crate::sampler::{SamplerConfig, SrStage};
 
 /// Seed of the demo weights (fixed: the demo model is the same on every machine).
@@ -40,64 +36,54 @@ impl Engine {
     pub fn demo(dit: Dit) -> Result<Self> {
         let options = EngineOptions::cpu();
         let device = &options.device;
-        let scratch = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
-        let mut draws = 0u64;
-        let mut weights = |specs: &[TensorSpec], prefix: &str| {
-            draws += 1;
-            random_weights(specs, prefix, draws)
+        // Each component draws from its own seed.
+        let weights = |specs: &[TensorSpec], prefix: &str, component: u64| {
+            RandomWeights::seeded(specs, prefix, WEIGHTS_SEED + component)
         };
 
         let text_config = tiny_text_config();
-        let text = {
-            let path = save(
-                scratch.path(),
-                "text",
-                weights(&text_config.tensor_specs(), ENCODER_PREFIX)?,
-            )?;
-            let encoder =
-                TextEncoder::load(&Checkpoint::open(&path)?, &text_config, DType::F32, device)?;
-            let tokenizer_path = scratch.path().join(cadence_text::TOKENIZER_FILE);
-            std::fs::write(&tokenizer_path, byte_tokenizer_json())
-                .map_err(|e| Error::io(&tokenizer_path, e))?;
-            PromptEncoder::new(Tokenizer::from_file(&tokenizer_path)?, encoder)
+        let text = PromptEncoder::new(
+            Tokenizer::from_json(&byte_tokenizer_json())?,
+            TextEncoder::from_source(
+                &weights(&text_config.tensor_specs(), ENCODER_PREFIX, 0),
+                WeightsIdentity::named("cadence demo text encoder"),
+                &text_config,
+                DType::F32,
+                device,
+            )?,
+        );
+        let dit_model = |config: DitConfig, component| {
+            DitModel::load(
+                &weights(&expected_tensors(&config), "", component),
+                config,
+                DType::F32,
+                device,
+            )
         };
-
-        let dit_model =
-            |config: DitConfig, name: &str, weights: HashMap<String, Tensor>| -> Result<DitModel> {
-                let path = save(scratch.path(), name, weights)?;
-                DitModel::load(&Checkpoint::open(&path)?, config, DType::F32, device)
-            };
         let (variant, sampler) = match dit {
             Dit::Base => (DitVariant::Base, SamplerConfig::base()),
             Dit::Distill => (DitVariant::Distilled, SamplerConfig::distilled()),
         };
-        let base_config = tiny_dit_config(false);
-        let sr_config = tiny_dit_config(true);
-        let base = dit_model(
-            base_config.clone(),
-            "dit",
-            weights(&expected_tensors(&base_config), "")?,
-        )?;
-        let sr = dit_model(
-            sr_config.clone(),
-            "sr_dit",
-            weights(&expected_tensors(&sr_config), "")?,
-        )?;
+        let base = dit_model(tiny_dit_config(false), 1)?;
+        let sr = dit_model(tiny_dit_config(true), 2)?;
 
-        let in_memory = |map| VarBuilder::from_tensors(map, DType::F32, device);
+        let in_memory = |specs: Vec<TensorSpec>, component| -> Result<VarBuilder<'static>> {
+            let tensors = weights(&specs, "", component).tensors(DType::F32, device)?;
+            Ok(VarBuilder::from_tensors(tensors, DType::F32, device))
+        };
         let turbo_config = tiny_turbo_config();
         let turbo = TurboVaed::new(
-            &in_memory(weights(&TurboVaed::tensor_specs(&turbo_config)?, "")?),
+            &in_memory(TurboVaed::tensor_specs(&turbo_config)?, 3)?,
             &turbo_config,
         )?;
         let wan_config = tiny_wan_config();
         let wan = WanVae::new(
-            &in_memory(weights(&WanVae::tensor_specs(&wan_config)?, "")?),
+            &in_memory(WanVae::tensor_specs(&wan_config)?, 4)?,
             &wan_config,
         )?;
         let audio_config = tiny_oobleck_config()?;
         let audio_vae = Oobleck::new(
-            &in_memory(weights(&Oobleck::tensor_specs(&audio_config)?, "")?),
+            &in_memory(Oobleck::tensor_specs(&audio_config)?, 5)?,
             &audio_config,
         )?;
 
@@ -114,43 +100,6 @@ impl Engine {
             demo: true,
         })
     }
-}
-
-/// Seeded random tensors for `specs`, keyed `prefix + name`: matrices and kernels drawn with
-/// standard deviation `1/sqrt(fan_in)` (activations keep their scale through the layers),
-/// vectors (norm offsets, biases, snake parameters) with 0.1.
-fn random_weights(
-    specs: &[TensorSpec],
-    prefix: &str,
-    draw: u64,
-) -> Result<HashMap<String, Tensor>> {
-    specs
-        .iter()
-        .enumerate()
-        .map(|(i, spec)| {
-            let n: usize = spec.shape.iter().product();
-            let fan_in: usize = spec.shape.iter().skip(1).product();
-            let std = if spec.shape.len() >= 2 {
-                1.0 / (fan_in.max(1) as f32).sqrt()
-            } else {
-                0.1
-            };
-            let values: Vec<f32> = SeededNoise::values(WEIGHTS_SEED ^ (draw << 32), i as u64, n)
-                .into_iter()
-                .map(|v| v * std)
-                .collect();
-            let t = Tensor::from_vec(values, spec.shape.as_slice(), &Device::Cpu)?;
-            Ok((format!("{prefix}{}", spec.name), t))
-        })
-        .collect()
-}
-
-/// Writes `tensors` as `<dir>/<name>.safetensors`.
-fn save(dir: &Path, name: &str, tensors: HashMap<String, Tensor>) -> Result<std::path::PathBuf> {
-    let path = dir.join(format!("{name}.safetensors"));
-    candle_core::safetensors::save(&tensors, &path)
-        .map_err(|e| Error::checkpoint(&path, e.to_string()))?;
-    Ok(path)
 }
 
 /// A 2-layer T5Gemma-style encoder (one sliding, one full layer) over a byte vocabulary.

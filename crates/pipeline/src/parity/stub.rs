@@ -10,18 +10,19 @@ use candle_core::{DType, Tensor};
 use serde_json::Value;
 
 use cadence_core::{Error, Result};
-use cadence_pipeline::{Velocity, VelocityInput, VelocityModel};
+
+use crate::{Velocity, VelocityInput, VelocityModel};
 
 /// Coefficients of one stage's stub (`stub_velocity_model.coefficients.<stage>`).
-pub struct StubModel {
+pub(super) struct StubModel {
     video: [f32; 3],
     audio: [f32; 3],
     /// Forward passes made (the sampler must batch nothing away or add extra calls).
-    pub calls: Cell<usize>,
+    pub(super) calls: Cell<usize>,
 }
 
 impl StubModel {
-    pub fn from_json(coefficients: &Value) -> Result<Self> {
+    pub(super) fn from_json(coefficients: &Value) -> Result<Self> {
         let get = |k: &str| -> Result<f32> {
             coefficients
                 .get(k)

@@ -1,17 +1,15 @@
-//! Shared helpers of the parity tests: tolerances read from case.json, comparisons, coverage of
-//! every checked tensor.
+//! Shared helpers of the pipeline's parity checks: tolerances read from case.json, comparisons,
+//! coverage of every checked tensor.
 
-use std::collections::{BTreeSet, HashMap};
-
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-use cadence_core::fixtures::{tensor, Case};
+use cadence_core::fixtures::{values, Case, CaseIo};
 use cadence_core::{Error, Result};
 
 /// A tolerance as case.json states it in prose.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Tol {
+pub(super) enum Tol {
     /// Identical values.
     Exact,
     /// At most this many f32 ulps apart.
@@ -28,7 +26,7 @@ pub enum Tol {
 impl Tol {
     /// Parses `"max_abs <= 1e-5 * max(1, max|ref|) per step"`, `"exact float32 ... allow 1 ulp"`,
     /// `"exact"`.
-    pub fn parse(text: &str) -> Result<Self> {
+    pub(super) fn parse(text: &str) -> Result<Self> {
         if let Some(rest) = text.split("max_abs <=").nth(1) {
             let number = rest.split_whitespace().next().unwrap_or("");
             let abs: f64 = number
@@ -57,7 +55,7 @@ impl Tol {
 }
 
 /// The tolerance at `case.json: tolerance.<key>`.
-pub fn tol_at(case: &Case, key: &str) -> Result<Tol> {
+pub(super) fn tol_at(case: &Case, key: &str) -> Result<Tol> {
     let text = case
         .get(&format!("/tolerance/{key}"))
         .and_then(Value::as_str)
@@ -67,7 +65,7 @@ pub fn tol_at(case: &Case, key: &str) -> Result<Tol> {
 
 /// The tolerance whose key contains `needle` (case.json keys are prose like
 /// `"cfg outputs, guidance tables"`).
-pub fn tol_matching(case: &Case, needle: &str) -> Result<Tol> {
+pub(super) fn tol_matching(case: &Case, needle: &str) -> Result<Tol> {
     let table = case
         .get("/tolerance")
         .and_then(Value::as_object)
@@ -82,12 +80,8 @@ pub fn tol_matching(case: &Case, needle: &str) -> Result<Tol> {
     }
 }
 
-fn values(t: &Tensor) -> Result<Vec<f64>> {
-    Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
-}
-
 /// Compares `got` with `want` under `tol`; the error names the tensor and the worst difference.
-pub fn compare(name: &str, got: &Tensor, want: &Tensor, tol: Tol) -> Result<()> {
+pub(super) fn compare(name: &str, got: &Tensor, want: &Tensor, tol: Tol) -> Result<()> {
     if got.dims() != want.dims() {
         return Err(Error::InvalidInput(format!(
             "{name}: shape {:?}, reference {:?}",
@@ -107,8 +101,8 @@ pub fn compare(name: &str, got: &Tensor, want: &Tensor, tol: Tol) -> Result<()> 
             }
         }
         Tol::Ulps(n) => {
-            let g = got.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-            let w = want.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            let g = f32_values(got)?;
+            let w = f32_values(want)?;
             for (i, (a, b)) in g.iter().zip(&w).enumerate() {
                 if ulp_distance(*a, *b) > u64::from(n) {
                     return Err(Error::InvalidInput(format!(
@@ -160,6 +154,14 @@ pub fn compare(name: &str, got: &Tensor, want: &Tensor, tol: Tol) -> Result<()> 
     }
 }
 
+/// Every element as f32, on the CPU.
+fn f32_values(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_device(&Device::Cpu)?
+        .flatten_all()?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?)
+}
+
 fn ulp_distance(a: f32, b: f32) -> u64 {
     let key = |x: f32| -> i64 {
         let bits = i64::from(x.to_bits() as i32);
@@ -172,93 +174,78 @@ fn ulp_distance(a: f32, b: f32) -> u64 {
     (key(a) - key(b)).unsigned_abs()
 }
 
-/// The case's tensors plus the set of names a test has compared, so a test can fail when a
-/// fixture holds an `out.*` / `mid.*` tensor nothing looked at.
-pub struct Io<'c> {
-    pub case: &'c Case,
-    pub tensors: HashMap<String, Tensor>,
-    checked: BTreeSet<String>,
+/// The case's tensors (on the CPU) plus the set of names a check has compared, so a check can
+/// fail when a fixture holds an `out.*` / `mid.*` tensor nothing looked at; inputs are handed
+/// out on the check's device.
+pub(super) struct Io<'c> {
+    io: CaseIo<'c>,
+    device: Device,
 }
 
 impl<'c> Io<'c> {
-    pub fn open(case: &'c Case) -> Result<Self> {
+    pub(super) fn open(case: &'c Case, device: &Device) -> Result<Self> {
         Ok(Self {
-            case,
-            tensors: case.io()?,
-            checked: BTreeSet::new(),
+            io: CaseIo::open(case)?,
+            device: device.clone(),
         })
     }
 
-    /// A tensor that must exist.
-    pub fn get(&self, name: &str) -> Result<&Tensor> {
-        tensor(self.case, &self.tensors, name)
+    /// The device the computation runs on.
+    pub(super) fn device(&self) -> &Device {
+        &self.device
     }
 
-    pub fn has(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+    /// A tensor that must exist, as stored (on the CPU).
+    pub(super) fn get(&self, name: &str) -> Result<&Tensor> {
+        self.io.get(name)
+    }
+
+    /// A tensor that must exist, on the check's device (an input of the computation).
+    pub(super) fn input(&self, name: &str) -> Result<Tensor> {
+        self.io.on(name, &self.device)
+    }
+
+    pub(super) fn has(&self, name: &str) -> bool {
+        self.io.has(name)
     }
 
     /// Compares `got` with the reference tensor `name` and records it as checked.
-    pub fn check(&mut self, name: &str, got: &Tensor, tol: Tol) -> Result<()> {
+    pub(super) fn check(&self, name: &str, got: &Tensor, tol: Tol) -> Result<()> {
         compare(name, got, self.get(name)?, tol)?;
-        self.checked.insert(name.to_string());
+        self.io.mark_checked(name);
         Ok(())
     }
 
     /// Tensor names (sorted) that start with `prefix`.
-    pub fn names_with_prefix(&self, prefix: &str) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .tensors
-            .keys()
-            .filter(|k| k.starts_with(prefix))
-            .cloned()
-            .collect();
-        v.sort();
-        v
+    pub(super) fn names_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.io.names(prefix)
     }
 
     /// Fails naming every `out.*` and `mid.*` tensor that no check covered.
-    pub fn all_outputs_checked(&self) -> Result<()> {
-        let missed: Vec<&String> = self
-            .tensors
-            .keys()
-            .filter(|k| {
-                (k.starts_with("out.") || k.starts_with("mid.")) && !self.checked.contains(*k)
-            })
-            .collect();
-        if missed.is_empty() {
-            Ok(())
-        } else {
-            let mut missed: Vec<_> = missed.into_iter().cloned().collect();
-            missed.sort();
-            Err(Error::InvalidInput(format!(
-                "{}: tensors not checked: {}",
-                self.case.name,
-                missed.join(", ")
-            )))
-        }
+    pub(super) fn all_outputs_checked(&self) -> Result<()> {
+        self.io.expect_all_checked(&["out.", "mid."])
     }
 }
 
 /// `case.json` value at a pointer, or an error naming it.
-pub fn json<'a>(case: &'a Case, pointer: &str) -> Result<&'a Value> {
+pub(super) fn json<'a>(case: &'a Case, pointer: &str) -> Result<&'a Value> {
     case.get(pointer)
         .ok_or_else(|| Error::Config(format!("{}: case.json has nothing at {pointer}", case.name)))
 }
 
-pub fn json_f64(v: &Value, what: &str) -> Result<f64> {
+pub(super) fn json_f64(v: &Value, what: &str) -> Result<f64> {
     v.as_f64()
         .ok_or_else(|| Error::Config(format!("{what} is not a number")))
 }
 
-pub fn json_usize(v: &Value, what: &str) -> Result<usize> {
+pub(super) fn json_usize(v: &Value, what: &str) -> Result<usize> {
     v.as_u64()
         .map(|n| n as usize)
         .ok_or_else(|| Error::Config(format!("{what} is not a non-negative integer")))
 }
 
-/// An i64 tensor of `values`.
-pub fn i64_tensor(values: &[i64]) -> Result<Tensor> {
+/// An i64 tensor of `values`, on the CPU (tables computed on the CPU by nature).
+pub(super) fn i64_tensor(values: &[i64]) -> Result<Tensor> {
     Ok(Tensor::from_slice(
         values,
         values.len(),
@@ -266,8 +253,8 @@ pub fn i64_tensor(values: &[i64]) -> Result<Tensor> {
     )?)
 }
 
-/// An f32 tensor of `values`.
-pub fn f32_tensor(values: &[f32]) -> Result<Tensor> {
+/// An f32 tensor of `values`, on the CPU (tables computed on the CPU by nature).
+pub(super) fn f32_tensor(values: &[f32]) -> Result<Tensor> {
     Ok(Tensor::from_slice(
         values,
         values.len(),
@@ -276,7 +263,7 @@ pub fn f32_tensor(values: &[f32]) -> Result<Tensor> {
 }
 
 /// The single integer of a `[1]` int64 tensor.
-pub fn scalar_usize(t: &Tensor) -> Result<usize> {
+pub(super) fn scalar_usize(t: &Tensor) -> Result<usize> {
     let v = t.flatten_all()?.to_dtype(DType::I64)?.to_vec1::<i64>()?;
     match v.as_slice() {
         [x] if *x >= 0 => Ok(*x as usize),

@@ -1,16 +1,14 @@
-//! Shared helpers of the parity tests: tolerances read from `case.json` and element-wise checks
-//! that can skip rows the reference leaves undefined (padded queries).
+//! Tolerances as the text cases state them (prose rules read from `case.json: tolerance`) and
+//! element-wise checks that can skip rows the reference leaves undefined (padded queries).
 
-#![allow(dead_code)] // each test binary uses a different subset
-
-use cadence_core::fixtures::Case;
+use cadence_core::fixtures::{values, Case};
 use cadence_core::{Error, Result};
 use candle_core::{DType, Tensor};
 use serde_json::Value;
 
 /// How one tensor is compared.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Rule {
+pub(super) enum Rule {
     /// Identical values.
     Exact,
     /// `|got - want| <= abs + rel * |want|` for every compared element.
@@ -21,11 +19,11 @@ pub enum Rule {
 
 /// The `tolerance` object of a case.json: tensor-name patterns with their rules.
 #[derive(Debug)]
-pub struct Tolerances(Vec<(String, Rule)>);
+pub(super) struct Tolerances(Vec<(String, Rule)>);
 
 impl Tolerances {
     /// Reads `case.json: tolerance` (an object of "pattern / pattern (note)" -> rule text).
-    pub fn from_case(case: &Case) -> Result<Self> {
+    pub(super) fn from_case(case: &Case) -> Result<Self> {
         let obj = case
             .get("/tolerance")
             .and_then(Value::as_object)
@@ -51,7 +49,7 @@ impl Tolerances {
     /// The rule for tensor `name`: integer tensors are always exact; float tensors take the
     /// most specific matching pattern (exact name, then longest prefix, then same leaf name
     /// in another scenario, e.g. `out.long.x` under `out.x`).
-    pub fn rule_for(&self, name: &str, dtype: DType) -> Result<Rule> {
+    pub(super) fn rule_for(&self, name: &str, dtype: DType) -> Result<Rule> {
         if dtype.is_int() {
             return Ok(Rule::Exact);
         }
@@ -132,7 +130,7 @@ fn number(s: &str) -> Option<f64> {
 /// Compares `got` with `want` under `rule`. When `rows` is given (`rows[b][l]`), only rows
 /// `(b, l)` with `true` are compared (tensors whose leading dims are `[B, L]`).
 /// Returns a one-line summary (printed for informational checks).
-pub fn check(
+pub(super) fn check(
     name: &str,
     got: &Tensor,
     want: &Tensor,
@@ -146,8 +144,8 @@ pub fn check(
             want.dims()
         )));
     }
-    let g = got.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-    let w = want.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    let g = values(got)?;
+    let w = values(want)?;
     let dims = want.dims();
     let keep: Vec<bool> = match rows {
         Some(rows)
@@ -200,31 +198,36 @@ pub fn check(
     Ok(summary)
 }
 
-#[test]
-fn rule_texts_parse() {
-    assert_eq!(
-        parse_rule("elementwise |d| <= 1e-4 + 1e-5*|ref| (an independent port passes); x"),
-        Some(Rule::Elementwise {
-            abs: 1e-4,
-            rel: 1e-5
-        })
-    );
-    assert_eq!(
-        parse_rule("allow 1 fp16 ulp, i.e. |d| <= 2^-9 * |ref| + 1e-6 (a note)"),
-        Some(Rule::Elementwise {
-            abs: 1e-6,
-            rel: 2f64.powi(-9)
-        })
-    );
-    assert_eq!(parse_rule("exact"), Some(Rule::Exact));
-    assert_eq!(
-        parse_rule("informational only, do not gate: bf16"),
-        Some(Rule::Informational)
-    );
-    assert_eq!(
-        patterns("out.a / out.b.* / mid.* (f32 compute)"),
-        vec!["out.a", "out.b", "mid"]
-    );
-    assert!(match_score("out.x", "out.long.x").is_some());
-    assert!(match_score("out.x", "mid.long.x").is_none());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_texts_parse() {
+        assert_eq!(
+            parse_rule("elementwise |d| <= 1e-4 + 1e-5*|ref| (an independent port passes); x"),
+            Some(Rule::Elementwise {
+                abs: 1e-4,
+                rel: 1e-5
+            })
+        );
+        assert_eq!(
+            parse_rule("allow 1 fp16 ulp, i.e. |d| <= 2^-9 * |ref| + 1e-6 (a note)"),
+            Some(Rule::Elementwise {
+                abs: 1e-6,
+                rel: 2f64.powi(-9)
+            })
+        );
+        assert_eq!(parse_rule("exact"), Some(Rule::Exact));
+        assert_eq!(
+            parse_rule("informational only, do not gate: bf16"),
+            Some(Rule::Informational)
+        );
+        assert_eq!(
+            patterns("out.a / out.b.* / mid.* (f32 compute)"),
+            vec!["out.a", "out.b", "mid"]
+        );
+        assert!(match_score("out.x", "out.long.x").is_some());
+        assert!(match_score("out.x", "mid.long.x").is_none());
+    }
 }

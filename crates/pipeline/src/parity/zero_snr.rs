@@ -1,16 +1,19 @@
-//! `zero_snr_sigmas` cases: the zero-SNR table and the SR re-noise.
+//! `zero_snr_sigmas` cases: the zero-SNR table (CPU scalars by nature) and the SR re-noise (on
+//! the device).
 
+use candle_core::Device;
 use serde_json::Value;
 
-use cadence_core::fixtures::{check_all, Case};
+use cadence_core::fixtures::Case;
 use cadence_core::{Error, Result};
-use cadence_pipeline::scheduler::ZeroSnrTable;
-use cadence_pipeline::sr::renoise_video;
 
-use crate::common::{compare, f32_tensor, json, json_usize, tol_at, Io};
+use super::common::{compare, f32_tensor, json, json_usize, tol_at, Io};
+use crate::scheduler::ZeroSnrTable;
+use crate::sr::renoise_video;
 
-fn check_case(case: &Case) -> Result<()> {
-    let mut io = Io::open(case)?;
+/// Checks the table's scalars listed in case.json and every `out.*`/`mid.*` tensor.
+pub(super) fn check_case(case: &Case, device: &Device) -> Result<()> {
+    let io = Io::open(case, device)?;
     let table = ZeroSnrTable::new();
     let table_tol = tol_at(case, "out.sigmas")?;
     let renoise_tol = tol_at(case, "out.renoised")?;
@@ -51,7 +54,7 @@ fn check_case(case: &Case) -> Result<()> {
             }
             "out.sigma_at_noise_value" => io.check(&name, &f32_tensor(&[signal])?, table_tol)?,
             "out.renoised" => {
-                let got = renoise_video(io.get("in.latent")?, io.get("in.noise")?, signal)?;
+                let got = renoise_video(&io.input("in.latent")?, &io.input("in.noise")?, signal)?;
                 io.check(&name, &got, renoise_tol)?
             }
             other => return Err(Error::Config(format!("unknown tensor {other}"))),
@@ -65,9 +68,4 @@ fn list(case: &Case, pointer: &str) -> Result<Vec<f64>> {
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_f64).collect())
         .unwrap_or_default())
-}
-
-#[test]
-fn zero_snr_parity() {
-    check_all(&["zero_snr_sigmas"], check_case);
 }

@@ -1,29 +1,30 @@
 //! `sampling_loop` cases: CFG rules, SR glue (resize, re-noise, audio conditioning) and the
 //! end-to-end scenarios of the reference's `evaluate`, replayed through the real [`Sampler`] with
-//! the fixture's stub velocity model and the recorded noise draws.
+//! the fixture's stub velocity model and the recorded noise draws, on the device. Schedules and
+//! guidance tables are CPU scalars by nature.
 
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 
-use cadence_core::fixtures::{check_all, Case};
+use cadence_core::fixtures::Case;
 use cadence_core::{Error, Result};
-use cadence_pipeline::cfg::{guide, guide_per_frame, BaseGuidance, EarlyFrameCap, SrGuidance};
-use cadence_pipeline::sampler::{
-    audio_latent_from_vae_layout, AudioDrivenPolicy, AudioOutput, BaseMethod, BaseStage,
-    SamplerConfig, SamplingObserver, SrStage, StepRecord,
-};
-use cadence_pipeline::scheduler::{FlowSchedule, ZeroSnrTable};
-use cadence_pipeline::sr::{noisy_audio_condition, renoise_video, resize_trilinear};
-use cadence_pipeline::{
-    GenerationRequest, ImageLatents, LatentShapes, Limits, ReplayNoise, SampledLatents, Sampler,
-    SamplingInputs, Stage, TextContext,
-};
 
-use crate::common::{
+use super::common::{
     compare, f32_tensor, i64_tensor, json, json_f64, json_usize, scalar_usize, tol_matching, Io,
     Tol,
 };
-use crate::stub::StubModel;
+use super::stub::StubModel;
+use crate::cfg::{guide, guide_per_frame, BaseGuidance, EarlyFrameCap, SrGuidance};
+use crate::sampler::{
+    audio_latent_from_vae_layout, AudioDrivenPolicy, AudioOutput, BaseMethod, BaseStage,
+    SamplerConfig, SamplingObserver, SrStage, StepRecord,
+};
+use crate::scheduler::{FlowSchedule, ZeroSnrTable};
+use crate::sr::{noisy_audio_condition, renoise_video, resize_trilinear};
+use crate::{
+    GenerationRequest, ImageLatents, LatentShapes, Limits, ReplayNoise, SampledLatents, Sampler,
+    SamplingInputs, Stage, TextContext,
+};
 
 /// `config_defaults_used`, with a scenario's `overrides` on top.
 struct Params<'a> {
@@ -204,7 +205,7 @@ fn run_scenario(
     if with_sr != sr_size.is_some() {
         return Err(Error::Config(format!("{name}: sr flag and sr_wh disagree")));
     }
-    let tensor = |suffix: &str| io.get(&format!("in.{name}.{suffix}")).cloned();
+    let tensor = |suffix: &str| io.input(&format!("in.{name}.{suffix}"));
 
     // The request as a user would send it; the helper derives every shape.
     let mut request = GenerationRequest::new("stub prompt");
@@ -250,7 +251,7 @@ fn run_scenario(
         .iter()
         .map(|d| {
             let n = d.get("name").and_then(Value::as_str).unwrap_or("");
-            io.get(n).cloned()
+            io.input(n)
         })
         .collect::<Result<Vec<_>>>()?;
     let mut noise = ReplayNoise::new(draws);
@@ -276,7 +277,7 @@ fn run_scenario(
         null_text: Some(null_text),
         image,
         user_audio: user_audio.clone(),
-        device: Device::Cpu,
+        device: io.device().clone(),
     };
     let mut trace = Recorder::default();
     let latents = sampler.sample(&inputs, &mut noise, &mut trace)?;
@@ -325,7 +326,7 @@ fn scenarios(case: &Case) -> Result<Vec<(String, Value)>> {
 }
 
 /// Checks every `mid.<name>.*` / `out.<name>.*` tensor of a scenario against a run.
-fn check_scenario(io: &mut Io<'_>, name: &str, scen: &Value, run: &Run, tol: Tol) -> Result<()> {
+fn check_scenario(io: &Io<'_>, name: &str, scen: &Value, run: &Run, tol: Tol) -> Result<()> {
     // Shapes the request helper derived vs the ones the reference used.
     let want_shapes = scen.get("latent_shapes");
     let dims = |k: &str| -> Option<Vec<usize>> {
@@ -403,16 +404,16 @@ fn check_scenario(io: &mut Io<'_>, name: &str, scen: &Value, run: &Run, tol: Tol
 }
 
 /// The CFG tables and formulas (`in.cfg.*` / `out.cfg.*`).
-fn check_cfg(case: &Case, io: &mut Io<'_>) -> Result<()> {
+fn check_cfg(case: &Case, io: &Io<'_>) -> Result<()> {
     let tol = tol_matching(case, "cfg")?;
     let params = defaults(case)?;
     let (cv, uv) = (
-        io.get("in.cfg.cond_video")?.clone(),
-        io.get("in.cfg.uncond_video")?.clone(),
+        io.input("in.cfg.cond_video")?,
+        io.input("in.cfg.uncond_video")?,
     );
     let (ca, ua) = (
-        io.get("in.cfg.cond_audio")?.clone(),
-        io.get("in.cfg.uncond_audio")?.clone(),
+        io.input("in.cfg.cond_audio")?,
+        io.input("in.cfg.uncond_audio")?,
     );
     let base = params.base_guidance()?;
     let sr = params.sr_guidance()?;
@@ -515,7 +516,7 @@ fn json_f32s(v: &Value) -> Vec<f32> {
 }
 
 /// Resize, re-noise and SR audio conditioning sub-cases.
-fn check_glue(case: &Case, io: &mut Io<'_>) -> Result<()> {
+fn check_glue(case: &Case, io: &Io<'_>) -> Result<()> {
     let resize_tol = tol_matching(case, "resize")?;
     let cfg_tol = tol_matching(case, "cfg")?;
     let params = defaults(case)?;
@@ -531,21 +532,24 @@ fn check_glue(case: &Case, io: &mut Io<'_>) -> Result<()> {
         let [t, h, w] = size[..] else {
             return Err(Error::Config("resize_call.size must have 3 entries".into()));
         };
-        let resized = resize_trilinear(io.get("in.resize.base_latent")?, (t, h, w))?;
+        let resized = resize_trilinear(&io.input("in.resize.base_latent")?, (t, h, w))?;
         io.check("out.resize.trilinear", &resized, resize_tol)?;
         let signal = ZeroSnrTable::new().signal_at(params.usize("noise_value")?)?;
-        let renoised = renoise_video(&resized, io.get("in.resize.noise")?, signal)?;
+        let renoised = renoise_video(&resized, &io.input("in.resize.noise")?, signal)?;
         io.check("out.resize.sr_stage_input", &renoised, resize_tol)?;
     }
     if io.has("in.resize_generic.x") {
         let want = io.get("out.resize_generic.y")?.dims().to_vec();
-        let got = resize_trilinear(io.get("in.resize_generic.x")?, (want[2], want[3], want[4]))?;
+        let got = resize_trilinear(
+            &io.input("in.resize_generic.x")?,
+            (want[2], want[3], want[4]),
+        )?;
         io.check("out.resize_generic.y", &got, resize_tol)?;
     }
     if io.has("in.audio_renoise.base_audio") {
         let got = noisy_audio_condition(
-            io.get("in.audio_renoise.base_audio")?,
-            io.get("in.audio_renoise.noise")?,
+            &io.input("in.audio_renoise.base_audio")?,
+            &io.input("in.audio_renoise.noise")?,
             params.f64("sr_audio_noise_scale")?,
         )?;
         io.check("out.audio_renoise.sr_audio_input", &got, cfg_tol)?;
@@ -553,13 +557,15 @@ fn check_glue(case: &Case, io: &mut Io<'_>) -> Result<()> {
     Ok(())
 }
 
-fn check_case(case: &Case) -> Result<()> {
-    let mut io = Io::open(case)?;
+/// Reproduces the reference latent for latent: CFG tables and formulas, SR glue, and every
+/// scenario under [`AudioDrivenPolicy::MatchReference`].
+pub(super) fn check_reference(case: &Case, device: &Device) -> Result<()> {
+    let io = Io::open(case, device)?;
     let tol = tol_matching(case, "scenario")?;
     if io.has("in.cfg.cond_video") {
-        check_cfg(case, &mut io)?;
+        check_cfg(case, &io)?;
     }
-    check_glue(case, &mut io)?;
+    check_glue(case, &io)?;
     let all = scenarios(case)?;
     if all.is_empty() {
         return Err(Error::Config("no scenarios".into()));
@@ -567,23 +573,15 @@ fn check_case(case: &Case) -> Result<()> {
     for (name, scen) in &all {
         let run = run_scenario(case, &io, name, scen, AudioDrivenPolicy::MatchReference)
             .map_err(|e| Error::InvalidInput(format!("{name}: {e}")))?;
-        check_scenario(&mut io, name, scen, &run, tol)
+        check_scenario(&io, name, scen, &run, tol)
             .map_err(|e| Error::InvalidInput(format!("{name}: {e}")))?;
     }
     io.all_outputs_checked()
 }
 
-#[test]
-fn sampling_loop_parity() {
-    check_all(&["sampling_loop"], check_case);
-}
-
-/// Audio-driven scenarios under the default policy: the user's audio latent comes out
-/// bit-identical, the clip is told to use the original waveform, the draw order still matches the
-/// recording, and where the reference itself never touched the audio (CFG) every latent still
-/// matches the reference.
-fn check_keep_user_audio(case: &Case) -> Result<()> {
-    let io = Io::open(case)?;
+/// See [`super::check_keep_user_audio`].
+pub(super) fn check_keep_user_audio(case: &Case, device: &Device) -> Result<()> {
+    let io = Io::open(case, device)?;
     let tol = tol_matching(case, "scenario")?;
     let mut audio_driven = 0;
     for (name, scen) in scenarios(case)? {
@@ -643,9 +641,4 @@ fn check_keep_user_audio(case: &Case) -> Result<()> {
         println!("{}: no audio-driven scenario", case.name);
     }
     Ok(())
-}
-
-#[test]
-fn audio_driven_keeps_user_audio() {
-    check_all(&["sampling_loop"], check_keep_user_audio);
 }

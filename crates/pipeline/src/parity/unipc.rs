@@ -1,14 +1,15 @@
-//! `unipc_schedule` cases: `set_timesteps` grids, UniPC trajectories, distilled trajectories.
+//! `unipc_schedule` cases: `set_timesteps` grids (CPU scalars by nature), UniPC trajectories and
+//! distilled trajectories (on the device).
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use serde_json::Value;
 
-use cadence_core::fixtures::{check_all, Case};
+use cadence_core::fixtures::Case;
 use cadence_core::{Error, Result};
-use cadence_pipeline::scheduler::{DistilledScheduler, FlowSchedule, FlowUniPc};
-use cadence_pipeline::ReplayNoise;
 
-use crate::common::{f32_tensor, i64_tensor, json, tol_at, Io, Tol};
+use super::common::{compare, f32_tensor, i64_tensor, json, tol_at, Io, Tol};
+use crate::scheduler::{DistilledScheduler, FlowSchedule, FlowUniPc};
+use crate::ReplayNoise;
 
 /// A schedule listed in case.json (`schedules.sN_shiftS`).
 struct Listed {
@@ -92,8 +93,9 @@ fn stack(items: &[Tensor]) -> Result<Tensor> {
     Ok(Tensor::stack(items, 0)?)
 }
 
-fn check_case(case: &Case) -> Result<()> {
-    let mut io = Io::open(case)?;
+/// Checks every listed schedule, every UniPC trajectory and every distilled trajectory.
+pub(super) fn check_case(case: &Case, device: &Device) -> Result<()> {
+    let io = Io::open(case, device)?;
     let exact = tol_at(case, "timesteps")?;
     let sigma_tol = tol_at(case, "sigmas")?;
     let traj_tol = tol_at(case, "trajectories")?;
@@ -104,13 +106,13 @@ fn check_case(case: &Case) -> Result<()> {
 
     for l in &listed {
         let s = FlowSchedule::new(l.steps, l.shift)?;
-        crate::common::compare(
+        compare(
             &format!("schedules.{}.timesteps", l.key),
             &i64_tensor(s.timesteps())?,
             &i64_tensor(&l.timesteps)?,
             Tol::Exact,
         )?;
-        crate::common::compare(
+        compare(
             &format!("schedules.{}.sigmas", l.key),
             &f32_tensor(s.sigmas())?,
             &f32_tensor(&l.sigmas)?,
@@ -136,16 +138,18 @@ fn check_case(case: &Case) -> Result<()> {
         })
         .collect();
     for p in &trajectories {
-        let velocities = io.get(&format!("in.{p}.model_outputs"))?.clone();
+        let velocities = io.input(&format!("in.{p}.model_outputs"))?;
         let steps = velocities.dim(0)?;
-        let recorded = match io.tensors.get(&format!("mid.{p}.timesteps")) {
-            Some(t) => Some(to_i64(t)?),
-            None => None,
+        let timesteps_name = format!("mid.{p}.timesteps");
+        let recorded = if io.has(&timesteps_name) {
+            Some(to_i64(io.get(&timesteps_name)?)?)
+        } else {
+            None
         };
         let l = schedule_for(&listed, steps, recorded.as_deref())?;
         let schedule = FlowSchedule::new(steps, l.shift)?;
         let mut solver = FlowUniPc::new(schedule.clone());
-        let mut x = io.get(&format!("in.{p}.latent0"))?.clone();
+        let mut x = io.input(&format!("in.{p}.latent0"))?;
         let (mut latents, mut x0s, mut corrected, mut orders, mut corrector) =
             (vec![], vec![], vec![], vec![], vec![]);
         for i in 0..steps {
@@ -198,8 +202,8 @@ fn check_case(case: &Case) -> Result<()> {
         .filter(|p| io.has(&format!("in.{p}.velocities")))
         .collect();
     for p in &distilled {
-        let velocities = io.get(&format!("in.{p}.velocities"))?.clone();
-        let draws = io.get(&format!("in.{p}.noise"))?.clone();
+        let velocities = io.input(&format!("in.{p}.velocities"))?;
+        let draws = io.input(&format!("in.{p}.noise"))?;
         let steps = velocities.dim(0)?;
         let l = schedule_for(&listed, steps, None)?;
         let scheduler = DistilledScheduler::new(FlowSchedule::new(steps, l.shift)?);
@@ -208,7 +212,7 @@ fn check_case(case: &Case) -> Result<()> {
                 .map(|i| draws.get(i))
                 .collect::<candle_core::Result<Vec<_>>>()?,
         );
-        let mut x = io.get(&format!("in.{p}.latent0"))?.clone();
+        let mut x = io.input(&format!("in.{p}.latent0"))?;
         let mut latents = vec![];
         for i in 0..steps {
             x = scheduler.step(i, &velocities.get(i)?, &x, &mut noise)?;
@@ -231,9 +235,4 @@ fn check_case(case: &Case) -> Result<()> {
         return Err(Error::Config("no trajectory in the case".into()));
     }
     io.all_outputs_checked()
-}
-
-#[test]
-fn unipc_schedule_parity() {
-    check_all(&["unipc_schedule"], check_case);
 }
