@@ -17,6 +17,7 @@
 pub mod config;
 pub mod dit;
 pub mod experts;
+pub mod flops;
 pub mod layer;
 pub mod packing;
 #[cfg(feature = "fixtures")]
