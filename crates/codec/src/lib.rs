@@ -66,6 +66,8 @@ pub mod audio_glue;
 pub mod conv;
 pub mod loader;
 pub mod oobleck;
+#[cfg(feature = "fixtures")]
+pub mod parity;
 pub mod turbo;
 pub mod video;
 pub mod wan;

@@ -18,7 +18,11 @@ fn every_fixture_case_has_a_checker() {
     let cases = all_cases().unwrap_or_else(|e| panic!("fixture discovery failed: {e}"));
     let orphans: Vec<String> = cases
         .iter()
-        .filter(|c| !CHECKERS.iter().any(|(_, kinds)| kinds.contains(&c.kind.as_str())))
+        .filter(|c| {
+            !CHECKERS
+                .iter()
+                .any(|(_, kinds)| kinds.contains(&c.kind.as_str()))
+        })
         .map(|c| format!("{} (kind {}, {})", c.name, c.kind, c.dir.display()))
         .collect();
     assert!(

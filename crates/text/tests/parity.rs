@@ -17,5 +17,7 @@ fn tokenizer_matches_the_reference() {
 
 #[test]
 fn derived_tensor_list_matches_the_real_manifest() {
-    check_all(&["t5gemma_real_config"], |case| check_case(case, &Device::Cpu));
+    check_all(&["t5gemma_real_config"], |case| {
+        check_case(case, &Device::Cpu)
+    });
 }

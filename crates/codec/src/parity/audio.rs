@@ -1,0 +1,121 @@
+//! `oobleck` and `audio_post` cases: the Oobleck audio VAE and the audio glue (441/512 FFT
+//! resample, post-processing, windowed reference-audio encode) against the reference. The audio
+//! VAE runs in f32 in production as in the fixtures, so there is no bf16 variant. The FFT
+//! resample reads its input back to the CPU (realfft) and returns it on the input's device.
+
+use candle_core::{DType, Device, Tensor};
+
+use cadence_core::fixtures::Case;
+use cadence_core::{Error, Result};
+
+use super::checker::{suffix, Checker};
+use crate::audio_glue::resample_51200_to_44100;
+use crate::oobleck::{MeanOnly, ReplayNoise};
+use crate::{
+    encode_reference_audio, latent_to_waveform_44100, Oobleck, OobleckConfig, ReferenceAudioConfig,
+    StateDict,
+};
+
+/// The case's audio VAE (`config.pretransform_config`, `weights.safetensors`) on `device`.
+fn load(case: &Case, device: &Device) -> Result<Oobleck> {
+    let pre = case
+        .get("/config/pretransform_config")
+        .ok_or_else(|| Error::Config("case.json has no config.pretransform_config".into()))?;
+    let rate = case.f64_at("/config/sample_rate").unwrap_or(44100.0) as u64;
+    let cfg = OobleckConfig::from_pretransform(pre, rate)?;
+    let sd = StateDict::from_safetensors(case.file("weights.safetensors"), "")?;
+    Oobleck::from_state_dict(&sd, &cfg, device)
+}
+
+/// Decode (batched and unbatched), the pre-bottleneck encoder state, and the mean and sampled
+/// latents with the recorded noise.
+pub(super) fn check_oobleck(case: &Case, device: &Device) -> Result<()> {
+    let vae = load(case, device)?;
+    let c = Checker::new(case, device)?;
+    let latent = c.get("in.latent")?;
+    c.check("out.waveform", &vae.decode(&latent)?)?;
+    // The pipeline decodes unbatched latents; same result.
+    c.check("out.waveform", &vae.decode(&latent.squeeze(0)?)?)?;
+    let wave = c.get("in.waveform")?;
+    let h = vae.encode_pre_bottleneck(&wave)?;
+    if c.has("mid.pre_bottleneck") {
+        c.check("mid.pre_bottleneck", &h)?;
+    }
+    c.check("out.latent_mean", &vae.encode(&wave, &mut MeanOnly)?)?;
+    let noise = c.get("in.noise")?;
+    c.check(
+        "out.latent_sample",
+        &vae.encode(&wave, &mut ReplayNoise::new([noise]))?,
+    )?;
+    c.finish()
+}
+
+/// Reads `config.load_audio_and_encode` of an audio_post case.
+fn reference_cfg(case: &Case) -> Result<(ReferenceAudioConfig, Option<f64>)> {
+    let rate = case.f64_at("/config/load_audio_and_encode/sample_rate")? as u32;
+    let window = case.f64_at("/config/load_audio_and_encode/audio_chunk_duration_s")?;
+    let overlap = case.f64_at("/config/load_audio_and_encode/overlap_ratio")?;
+    let seconds = case
+        .get("/config/load_audio_and_encode/seconds")
+        .and_then(|v| v.as_f64());
+    Ok((
+        ReferenceAudioConfig {
+            sample_rate: rate,
+            window_seconds: window,
+            overlap,
+        },
+        seconds,
+    ))
+}
+
+/// The FFT resample, post-processing (latent -> 51.2 kHz -> 44.1 kHz) and the reference-audio
+/// encode of every clip, with replayed and with zero noise.
+pub(super) fn check_audio_post(case: &Case, device: &Device) -> Result<()> {
+    let vae = load(case, device)?;
+    let c = Checker::new(case, device)?;
+    // (a) the 441/512 FFT resample: in.wave_<x> -> out.wave_<x>_resampled
+    for input in c.names("in.wave_") {
+        let tag = suffix(&input, "in.wave_");
+        let name = format!("out.wave_{tag}_resampled");
+        let got = resample_51200_to_44100(&c.get(&input)?)?;
+        c.check(&name, &got)?;
+    }
+    // (b) post_process: DiT latent -> 51.2 kHz decode -> 44.1 kHz
+    let latent = c.get("in.latent_audio")?;
+    if c.has("mid.audio_51200") {
+        c.check("mid.audio_51200", &vae.decode(&latent.squeeze(0)?.t()?)?)?;
+    }
+    c.check("out.audio_44100", &latent_to_waveform_44100(&vae, &latent)?)?;
+    // (c) reference audio: in.<clip>_pcm_s16 with replayed noise and with zero noise
+    let (cfg, seconds) = reference_cfg(case)?;
+    for pcm_name in c
+        .names("in.")
+        .into_iter()
+        .filter(|n| n.ends_with("_pcm_s16"))
+    {
+        let clip = pcm_name
+            .strip_prefix("in.")
+            .and_then(|n| n.strip_suffix("_pcm_s16"))
+            .unwrap_or_default()
+            .to_string();
+        let pcm = c.get_as(&pcm_name, DType::F32)?;
+        let wave = (pcm / 32768.0)?;
+        let noise: Vec<Tensor> = c
+            .names(&format!("in.{clip}_noise_chunk"))
+            .iter()
+            .map(|n| c.get(n))
+            .collect::<Result<_>>()?;
+        let mut replay = ReplayNoise::new(noise);
+        let sampled = encode_reference_audio(&vae, &wave, seconds, &cfg, &mut replay)?;
+        for (k, h) in sampled.window_pre_bottleneck.iter().enumerate() {
+            let name = format!("mid.{clip}_chunk{k}_pre_bottleneck");
+            if c.has(&name) {
+                c.check(&name, h)?;
+            }
+        }
+        c.check(&format!("out.{clip}_latent_sample"), &sampled.latent)?;
+        let mean = encode_reference_audio(&vae, &wave, seconds, &cfg, &mut MeanOnly)?;
+        c.check(&format!("out.{clip}_latent_mean"), &mean.latent)?;
+    }
+    c.finish()
+}

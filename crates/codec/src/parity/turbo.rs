@@ -1,0 +1,68 @@
+//! `turbo_vaed_decode` cases: every latent `in.latent<tag>` of a case is decoded in f32 on the
+//! given device and its `out.video<tag>`, `out.frames_u8<tag>` and per-window
+//! `mid.window<k>_{in,out}<tag>` are checked.
+
+use candle_core::{DType, Device, Tensor};
+
+use cadence_core::fixtures::Case;
+use cadence_core::{Error, Result};
+
+use super::checker::{suffix, Checker};
+use crate::video::frames_u8;
+use crate::{StateDict, TurboConfig, TurboVaed};
+
+/// The case's decoder (`config.json`, `weights.safetensors`) in `dtype` on `device`.
+pub(super) fn load(case: &Case, dtype: DType, device: &Device) -> Result<TurboVaed> {
+    let cfg = TurboConfig::from_file(case.file("config.json"))?;
+    let sd = StateDict::from_safetensors(case.file("weights.safetensors"), "")?;
+    TurboVaed::from_state_dict(&sd, &cfg, dtype, device)
+}
+
+/// Checks the windows, the streamed video (chunks in order, one per window) and its frames.
+pub(super) fn check_decode(case: &Case, device: &Device) -> Result<()> {
+    let vae = load(case, DType::F32, device)?;
+    let c = Checker::new(case, device)?;
+    for input in c.names("in.latent") {
+        let tag = suffix(&input, "in.latent");
+        let latent = c.get(&input)?;
+        let (z, plan) = vae.prepare(&latent)?;
+        for (k, w) in plan.windows.iter().enumerate() {
+            let zin = z.narrow(2, w.latents.start, w.latents.len())?;
+            let name_in = format!("mid.window{k}_in{tag}");
+            if c.has(&name_in) {
+                c.check(&name_in, &zin)?;
+            }
+            let name_out = format!("mid.window{k}_out{tag}");
+            if c.has(&name_out) {
+                c.check(&name_out, &vae.decode_window(&zin, w.first_chunk)?)?;
+            }
+        }
+        let mut chunks: Vec<Tensor> = Vec::new();
+        let mut next = 0;
+        vae.decode_streaming(&latent, |chunk| {
+            if chunk.first_frame != next {
+                return Err(Error::InvalidInput(format!(
+                    "streamed chunk starts at frame {}, expected {next}",
+                    chunk.first_frame
+                )));
+            }
+            next += chunk.video.dim(2)?;
+            chunks.push(chunk.video);
+            Ok(())
+        })?;
+        if chunks.len() != plan.windows.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} streamed chunks for {} windows",
+                chunks.len(),
+                plan.windows.len()
+            )));
+        }
+        let video = Tensor::cat(&chunks, 2)?;
+        c.check(&format!("out.video{tag}"), &video)?;
+        c.check(
+            &format!("out.frames_u8{tag}"),
+            &frames_u8(&video)?.squeeze(0)?,
+        )?;
+    }
+    c.finish()
+}

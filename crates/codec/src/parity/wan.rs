@@ -1,0 +1,106 @@
+//! `wan22_vae_encode` / `wan22_vae_decode` cases: the Wan2.2 VAE against the reference, in f32
+//! on the given device, every intermediate the case holds included.
+
+use candle_core::{DType, Device, Tensor};
+
+use cadence_core::fixtures::Case;
+use cadence_core::{Error, Result};
+
+use super::checker::Checker;
+use crate::video::{frames_u8, patchify, LatentNorm};
+use crate::{StateDict, WanConfig, WanVae};
+
+/// The case's VAE (`config.WanVAE_`, `weights.safetensors`) in `dtype` on `device`.
+pub(super) fn load(case: &Case, dtype: DType, device: &Device) -> Result<WanVae> {
+    let cfg: WanConfig = serde_json::from_value(
+        case.get("/config/WanVAE_")
+            .cloned()
+            .ok_or_else(|| Error::Config("case.json has no config.WanVAE_".into()))?,
+    )
+    .map_err(|e| Error::Config(format!("config.WanVAE_: {e}")))?;
+    let sd = StateDict::from_safetensors(case.file("weights.safetensors"), "")?;
+    WanVae::from_state_dict(&sd, &cfg, dtype, device)
+}
+
+/// Encodes `in.video` and checks the patchified input, the encoder chunks, `conv1` and the
+/// latent, then the latent of the public entry point (image or video).
+pub(super) fn check_encode(case: &Case, device: &Device) -> Result<()> {
+    let vae = load(case, DType::F32, device)?;
+    let c = Checker::new(case, device)?;
+    let video = c.get("in.video")?;
+    if c.has("mid.patchified") {
+        c.check("mid.patchified", &patchify(&video)?)?;
+    }
+    let enc = vae.encode_detailed(&video)?;
+    for (i, chunk) in enc.encoder_chunks.iter().enumerate() {
+        let name = format!("mid.encoder_chunk{i}");
+        if c.has(&name) {
+            c.check(&name, chunk)?;
+        }
+    }
+    if c.has("mid.conv1_out") {
+        c.check("mid.conv1_out", &enc.conv1_out)?;
+    }
+    c.check("out.latent", &enc.latent)?;
+    // The public entry points give the same latent.
+    let t = video.dim(2)?;
+    let again = if t == 1 {
+        vae.encode_image(&video.squeeze(2)?)?
+    } else {
+        vae.encode_video(&video)?
+    };
+    c.check("out.latent", &again)?;
+    c.finish()
+}
+
+/// Decodes `in.latent` and checks the de-normalised latent, the decoder chunks, the streamed
+/// video (chunks in order, 1 frame then 4 per latent frame), and the uint8 frames of both the
+/// streamed chunks and the collecting decoder.
+pub(super) fn check_decode(case: &Case, device: &Device) -> Result<()> {
+    let vae = load(case, DType::F32, device)?;
+    let c = Checker::new(case, device)?;
+    let latent = c.get("in.latent")?;
+    if c.has("mid.z_denorm") {
+        let norm = LatentNorm::new(DType::F32, device)?;
+        c.check("mid.z_denorm", &norm.denormalize(&latent)?)?;
+    }
+    let mut i = 0;
+    vae.decode_patches(&latent, |p| {
+        let name = format!("mid.decoder_chunk{i}");
+        i += 1;
+        if c.has(&name) {
+            c.check(&name, p)?;
+        }
+        Ok(())
+    })?;
+    // Streaming: frame chunks arrive in order, 1 frame then 4 per latent frame.
+    let mut chunks = Vec::new();
+    let mut next = 0;
+    vae.decode_streaming(&latent, |chunk| {
+        if chunk.first_frame != next {
+            return Err(Error::InvalidInput(format!(
+                "streamed chunk starts at frame {}, expected {next}",
+                chunk.first_frame
+            )));
+        }
+        next += chunk.len();
+        chunks.push(chunk);
+        Ok(())
+    })?;
+    let video = Tensor::cat(
+        &chunks.iter().map(|c| c.video.clone()).collect::<Vec<_>>(),
+        2,
+    )?;
+    c.check("out.video", &video)?;
+    let u8_chunks: Vec<Tensor> = chunks
+        .iter()
+        .map(|ch| ch.frames_u8())
+        .collect::<candle_core::Result<_>>()?;
+    let frames = Tensor::cat(&u8_chunks, 1)?.squeeze(0)?;
+    c.check("out.frames_u8", &frames)?;
+    c.check(
+        "out.frames_u8",
+        &frames_u8(&vae.decode(&latent)?)?.squeeze(0)?,
+    )?;
+    c.finish()
+}
