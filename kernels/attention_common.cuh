@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <stddef.h>
 #include <stdint.h>
 
 namespace cadence {
@@ -45,6 +46,13 @@ struct AttentionParams {
     int q_tiles;              // ceil(L / BLOCK_Q)
     float scale_log2;         // softmax scale * log2(e): scores are exponentiated with exp2
 };
+
+// The Rust side (crates/kernels/src/attention/cuda.rs, `Params`) writes this struct byte for
+// byte and asserts the same size; the schedule structs mirror schedule.rs' #[repr(C)] types.
+static_assert(sizeof(AttentionParams) == 88, "layout shared with cuda.rs");
+static_assert(offsetof(AttentionParams, len) == 64, "layout shared with cuda.rs");
+static_assert(offsetof(AttentionParams, scale_log2) == 80, "layout shared with cuda.rs");
+static_assert(sizeof(KeySpan) == 16 && sizeof(MaskRect) == 16, "layout shared with schedule.rs");
 
 constexpr int HEAD_DIM = 128;
 
@@ -85,14 +93,6 @@ struct TileCursor {
         if (++tile >= span->tile_end && ++span < end) tile = span->tile_begin;
     }
 };
-
-// Number of key tiles one query tile visits (the producer and consumers agree on it).
-__device__ __forceinline__ int visited_tiles(const AttentionParams& p, int q_tile) {
-    int n = 0;
-    for (int s = p.span_offsets[q_tile]; s < p.span_offsets[q_tile + 1]; ++s)
-        n += p.spans[s].tile_end - p.spans[s].tile_begin;
-    return n;
-}
 
 __device__ __forceinline__ float fast_exp2(float x) {
     float y;

@@ -33,6 +33,7 @@ constexpr int SMEM_BYTES = Q_BYTES + 4 * KV_BYTES;  // Q + 2 stages x (K, V) = 9
 // register cap this implies (128 per thread) costs 24 bytes of spills (ptxas), against 195
 // registers and 8 warps per SM with one CTA.
 constexpr int CTAS_PER_SM = 2;
+static_assert(SMEM_BYTES == 98304, "the Rust launcher (cuda.rs) passes this size");
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));

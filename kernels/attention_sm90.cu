@@ -24,9 +24,10 @@
 //   - V is the B operand of P V with keys as K: "MN-major" (head_dim contiguous), so wgmma
 //     transposes it (imm-trans-b = 1); 8-key groups are 1024 B apart (SBO) and the two
 //     head_dim halves 16 KB apart (LBO); the k16 step kk starts 2048*kk bytes in.
-// Not done yet (see kernels/ATTENTION_NOTES.md): ping-pong scheduling of the two consumer
-// warpgroups and overlapping the softmax of tile i with Q K^T of tile i+1, which FlashAttention-3
-// uses for its last ~15 %.
+// Two entry points: cadence_attention_sm90 runs each consumer's tiles strictly one after the
+// other; cadence_attention_sm90_pipelined adds FlashAttention-3's two overlaps (softmax of
+// tile j under the P V product of tile j-1, and ping-pong turns between the two consumer
+// warpgroups), see consume() below and kernels/ATTENTION_NOTES.md.
 #include "attention_common.cuh"
 
 namespace cadence {
@@ -122,8 +123,10 @@ __device__ __forceinline__ void wgmma_fence() {
 __device__ __forceinline__ void wgmma_commit() {
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
-__device__ __forceinline__ void wgmma_wait_all() {
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+// Waits until at most PENDING committed wgmma groups of this warpgroup are still running.
+template <int PENDING>
+__device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(PENDING) : "memory");
 }
 // Pins registers an asynchronous wgmma reads or writes: the compiler may neither move their
 // uses across this point nor reuse them before it.
@@ -216,6 +219,83 @@ __device__ __forceinline__ void produce(const AttentionParams& p, const TmaDescr
     }
 }
 
+// ---- consumer pieces ----------------------------------------------------------------------
+
+// Named barriers 1 and 2 (0 is __syncthreads) order the two consumer warpgroups' GEMM issue
+// in the pipelined kernel: warpgroup g waits on barrier 1 + g before issuing, and lets the
+// other one go by arriving on its barrier afterwards.
+__device__ __forceinline__ void turn_wait(int group) {
+    asm volatile("bar.sync %0, 256;\n" ::"r"(1 + group) : "memory");
+}
+__device__ __forceinline__ void turn_pass(int group) {
+    asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - group) : "memory");
+}
+
+// Issues S = Q K^T over head_dim (8 k16 steps), one wgmma group left uncommitted.
+__device__ __forceinline__ void issue_qk(float (&s)[16][4], uint32_t q_rows, uint32_t k_tile) {
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk) {
+        const uint32_t offset = (kk / 4) * HALF_BYTES + (kk % 4) * 32;
+        wgmma_ss(s, desc_k_major(q_rows + offset), desc_k_major(k_tile + offset), kk > 0);
+    }
+}
+
+// Issues O += P V over the tile's 128 keys (8 k16 steps).
+__device__ __forceinline__ void issue_pv(float (&o)[16][4], const uint32_t (&pa)[8][4],
+                                         uint32_t v_tile) {
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk) wgmma_rs(o, pa[kk], desc_mn_major(v_tile + kk * 2048));
+}
+
+// Masks a partial tile's scores, then runs the online softmax over them (s becomes P in f32).
+__device__ __forceinline__ void mask_and_softmax(const AttentionParams& p, const TileCursor& tile,
+                                                 float (&s)[16][4], float (&m)[2], float (&l)[2],
+                                                 float (&correction)[2], int row0, int lane) {
+    if (!tile.full())
+        apply_mask<16>(s, p.rects + tile.span->rect_begin,
+                       tile.span->rect_end - tile.span->rect_begin, row0,
+                       tile.tile * BLOCK_K + 2 * (lane % 4));
+    softmax_update<16>(s, m, l, correction, p.scale_log2);
+}
+
+__device__ __forceinline__ void rescale(float (&o)[16][4], const float (&correction)[2]) {
+#pragma unroll
+    for (int c = 0; c < 16; ++c) {
+        o[c][0] *= correction[0];
+        o[c][1] *= correction[0];
+        o[c][2] *= correction[1];
+        o[c][3] *= correction[1];
+    }
+}
+
+// P (f32 accumulator fragment) -> bf16 A fragments: the S chunks 2kk and 2kk+1 are exactly
+// the A fragment of k16 step kk of P V.
+__device__ __forceinline__ void pack_p(uint32_t (&pa)[8][4], const float (&s)[16][4]) {
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk) {
+        pa[kk][0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+        pa[kk][1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+        pa[kk][2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        pa[kk][3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    }
+}
+
+// ---- consumers -----------------------------------------------------------------------------
+
+// One consumer warpgroup: 64 query rows of the tile against every scheduled key tile.
+//
+// PIPELINED = false: per tile, S = Q K^T, wait, softmax, O += P V, wait. The tensor cores idle
+// during this warpgroup's softmax unless the other warpgroup happens to be issuing.
+//
+// PIPELINED = true (FlashAttention-3's two overlaps):
+//   - within the warpgroup, S_j = Q K_j^T and O += P_{j-1} V_{j-1} are issued back to back,
+//     and the softmax of S_j runs while the P V product is still on the tensor cores; O is
+//     rescaled by tile j's correction only after that product has landed;
+//   - between the two warpgroups, named barriers make them take turns issuing their GEMMs
+//     ("ping-pong"), so one warpgroup's softmax (MUFU.EX2-bound) overlaps the other's GEMMs.
+//   Turns per warpgroup: one per key tile plus one for the last P V. Warpgroup 1 starts by
+//   letting warpgroup 0 go and skips its final pass, so every arrival is matched by a wait.
+template <bool PIPELINED>
 __device__ __forceinline__ void consume(const AttentionParams& p, const Smem& sm,
                                         const TileCoord& tc, int group) {
     const int tid = threadIdx.x % 128, warp = tid / 32, lane = tid % 32;
@@ -227,62 +307,102 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Smem& sm
     for (int c = 0; c < 16; ++c)
 #pragma unroll
         for (int i = 0; i < 4; ++i) o[c][i] = 0.f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, correction[2];
     float s[16][4];
     uint32_t pa[8][4];
 
     mbar_wait(sm.q_full(), 0);
-    int it = 0;
-    for (TileCursor tile(p, tc.q_tile); !tile.done(); tile.next(), ++it) {
-        const int st = it % STAGES;
-        const uint32_t full_parity = (it / STAGES) & 1;
+    TileCursor tile(p, tc.q_tile);
+    if (!PIPELINED) {
+        for (int it = 0; !tile.done(); tile.next(), ++it) {
+            const int st = it % STAGES;
+            const uint32_t parity = (it / STAGES) & 1;
+            mbar_wait(sm.k_full(st), parity);
+            wgmma_fence();
+            issue_qk(s, q_rows, sm.k_tile(st));
+            wgmma_commit();
+            wgmma_wait<0>();
+            fence_regs(s);
+            mbar_arrive(sm.k_empty(st));
 
-        // S = Q K^T over head_dim in 8 k16 steps.
-        mbar_wait(sm.k_full(st), full_parity);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < 8; ++kk) {
-            const uint32_t offset = (kk / 4) * HALF_BYTES + (kk % 4) * 32;
-            wgmma_ss(s, desc_k_major(q_rows + offset), desc_k_major(sm.k_tile(st) + offset), kk > 0);
+            mask_and_softmax(p, tile, s, m, l, correction, row0, lane);
+            rescale(o, correction);
+            pack_p(pa, s);
+
+            mbar_wait(sm.v_full(st), parity);
+            fence_regs(o);
+            fence_regs(pa);
+            wgmma_fence();
+            issue_pv(o, pa, sm.v_tile(st));
+            wgmma_commit();
+            wgmma_wait<0>();
+            fence_regs(o);
+            fence_regs(pa);
+            mbar_arrive(sm.v_empty(st));
         }
+    } else if (!tile.done()) {
+        if (group == 1) turn_pass(group);  // warpgroup 0 issues first
+
+        // Tile 0: S_0 alone.
+        turn_wait(group);
+        mbar_wait(sm.k_full(0), 0);
+        wgmma_fence();
+        issue_qk(s, q_rows, sm.k_tile(0));
         wgmma_commit();
-        wgmma_wait_all();
+        turn_pass(group);
+        wgmma_wait<0>();
         fence_regs(s);
-        mbar_arrive(sm.k_empty(st));
+        mbar_arrive(sm.k_empty(0));
+        mask_and_softmax(p, tile, s, m, l, correction, row0, lane);  // O is 0: no rescale
+        pack_p(pa, s);
 
-        if (!tile.full())
-            apply_mask<16>(s, p.rects + tile.span->rect_begin,
-                           tile.span->rect_end - tile.span->rect_begin, row0,
-                           tile.tile * BLOCK_K + 2 * (lane % 4));
-        float correction[2];
-        softmax_update<16>(s, m, l, correction, p.scale_log2);
-#pragma unroll
-        for (int c = 0; c < 16; ++c) {
-            o[c][0] *= correction[0];
-            o[c][1] *= correction[0];
-            o[c][2] *= correction[1];
-            o[c][3] *= correction[1];
-        }
-#pragma unroll
-        for (int kk = 0; kk < 8; ++kk) {
-            pa[kk][0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-            pa[kk][1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-            pa[kk][2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            pa[kk][3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        int prev = 0;  // stage of the tile whose P is in pa
+        uint32_t prev_parity = 0;
+        tile.next();
+        for (int it = 1; !tile.done(); tile.next(), ++it) {
+            const int st = it % STAGES;
+            const uint32_t parity = (it / STAGES) & 1;
+            turn_wait(group);
+            mbar_wait(sm.k_full(st), parity);
+            fence_regs(o);
+            fence_regs(pa);
+            wgmma_fence();
+            issue_qk(s, q_rows, sm.k_tile(st));
+            wgmma_commit();
+            mbar_wait(sm.v_full(prev), prev_parity);
+            wgmma_fence();
+            issue_pv(o, pa, sm.v_tile(prev));
+            wgmma_commit();
+            turn_pass(group);
+
+            wgmma_wait<1>();  // S_j has landed (groups complete in order); P V may still run
+            fence_regs(s);
+            mbar_arrive(sm.k_empty(st));
+            mask_and_softmax(p, tile, s, m, l, correction, row0, lane);
+
+            wgmma_wait<0>();  // O += P_{j-1} V_{j-1} has landed
+            fence_regs(o);
+            fence_regs(pa);
+            mbar_arrive(sm.v_empty(prev));
+            rescale(o, correction);
+            pack_p(pa, s);
+            prev = st;
+            prev_parity = parity;
         }
 
-        // O += P V over the 128 keys in 8 k16 steps.
-        mbar_wait(sm.v_full(st), full_parity);
+        // The last P V.
+        turn_wait(group);
+        mbar_wait(sm.v_full(prev), prev_parity);
         fence_regs(o);
         fence_regs(pa);
         wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < 8; ++kk) wgmma_rs(o, pa[kk], desc_mn_major(sm.v_tile(st) + kk * 2048));
+        issue_pv(o, pa, sm.v_tile(prev));
         wgmma_commit();
-        wgmma_wait_all();
+        if (group == 0) turn_pass(group);
+        wgmma_wait<0>();
         fence_regs(o);
         fence_regs(pa);
-        mbar_arrive(sm.v_empty(st));
+        mbar_arrive(sm.v_empty(prev));
     }
 
 #pragma unroll
@@ -298,21 +418,13 @@ __device__ __forceinline__ void consume(const AttentionParams& p, const Smem& sm
     }
 }
 
-}  // namespace sm90
-}  // namespace cadence
-
-// The entry point the Rust side loads by name (C linkage). Launch: one CTA per (query tile,
-// query head), sm90::THREADS threads, sm90::SMEM_BYTES of dynamic shared memory; tq, tk, tv
-// are the tensor maps of q, k, v described in crates/kernels/src/attention/hopper.rs.
-extern "C" __global__ void __launch_bounds__(cadence::sm90::THREADS, 1)
-    cadence_attention_sm90(const __grid_constant__ cadence::AttentionParams p,
-                           const __grid_constant__ cadence::sm90::TmaDescriptor tq,
-                           const __grid_constant__ cadence::sm90::TmaDescriptor tk,
-                           const __grid_constant__ cadence::sm90::TmaDescriptor tv) {
-    using namespace cadence;
-    using namespace cadence::sm90;
-    extern __shared__ __align__(1024) uint8_t smem_raw[];
-    const uint32_t base = (static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) + 1023) & ~1023u;
+// The whole CTA: barrier setup, then the producer / consumer split.
+template <bool PIPELINED>
+__device__ __forceinline__ void attention(const AttentionParams& p, const TmaDescriptor& tq,
+                                          const TmaDescriptor& tk, const TmaDescriptor& tv,
+                                          uint8_t* smem_raw) {
+    const uint32_t base =
+        (static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) + 1023) & ~1023u;
     const Smem sm{base + Q_OFFSET, base + K_OFFSET, base + V_OFFSET, base + BARRIER_OFFSET};
     const TileCoord tc = tile_coord(p);
     const int warpgroup = threadIdx.x / 128;
@@ -330,11 +442,34 @@ extern "C" __global__ void __launch_bounds__(cadence::sm90::THREADS, 1)
     }
     __syncthreads();
 
+    // The register split takes effect only because each role is one branch here and the
+    // kernel is capped at entry by __launch_bounds__(THREADS, 1) (168 registers).
     if (warpgroup == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
         if (threadIdx.x == 0) produce(p, tq, tk, tv, sm, tc);
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
-        consume(p, sm, tc, warpgroup - 1);
+        consume<PIPELINED>(p, sm, tc, warpgroup - 1);
     }
 }
+
+}  // namespace sm90
+}  // namespace cadence
+
+// The entry points the Rust side loads by name (C linkage). Launch: one CTA per (query tile,
+// query head), sm90::THREADS threads, sm90::SMEM_BYTES of dynamic shared memory; tq, tk, tv
+// are the tensor maps of q, k, v described in crates/kernels/src/attention/cuda.rs.
+#define CADENCE_SM90_ENTRY(name, pipelined)                                                   \
+    extern "C" __global__ void __launch_bounds__(cadence::sm90::THREADS, 1)                   \
+        name(const __grid_constant__ cadence::AttentionParams p,                              \
+             const __grid_constant__ cadence::sm90::TmaDescriptor tq,                         \
+             const __grid_constant__ cadence::sm90::TmaDescriptor tk,                         \
+             const __grid_constant__ cadence::sm90::TmaDescriptor tv) {                       \
+        extern __shared__ __align__(1024) uint8_t smem[];                                     \
+        cadence::sm90::attention<pipelined>(p, tq, tk, tv, smem);                             \
+    }
+
+// The straightforward warp-specialised kernel.
+CADENCE_SM90_ENTRY(cadence_attention_sm90, false)
+// The same with intra-warpgroup overlap and ping-pong scheduling.
+CADENCE_SM90_ENTRY(cadence_attention_sm90_pipelined, true)

@@ -33,7 +33,11 @@ use candle_core::{DType, Device, Tensor};
 
 /// The brief's bf16 bound: ||out - ref|| / ||ref||.
 const REL_L2: f64 = 1e-2;
-const GPU_KERNELS: [AttentionKernel; 2] = [AttentionKernel::Mma, AttentionKernel::Wgmma];
+const GPU_KERNELS: [AttentionKernel; 3] = [
+    AttentionKernel::Mma,
+    AttentionKernel::Wgmma,
+    AttentionKernel::WgmmaPipelined,
+];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -247,12 +251,21 @@ fn check(dev: &Device) -> Result<bool> {
             );
             outs.push(got);
         }
-        // The automatic choice on this device must be the wgmma kernel, bit for bit.
+        // The automatic choice on this device must be the default kernel (or the one
+        // CADENCE_ATTENTION_KERNEL names), bit for bit.
+        let chosen = match std::env::var(AttentionKernel::ENV) {
+            Ok(name) if !name.is_empty() => name.parse()?,
+            _ => AttentionKernel::DEFAULT_GPU,
+        };
+        let default = GPU_KERNELS
+            .iter()
+            .position(|&k| k == chosen)
+            .with_context(|| format!("{chosen} is not a GPU kernel"))?;
         let auto = attention(&q, &k, &v, gate.as_ref(), mask)?;
-        let same = compare(&auto, &outs[1])?.1 == 0.0;
+        let same = compare(&auto, &outs[default])?.1 == 0.0;
         ok &= same;
         println!(
-            "check {:<44} auto == wgmma {same} {}",
+            "check {:<44} automatic choice == {chosen} {same} {}",
             p.name,
             if same { "ok" } else { "FAILED" }
         );

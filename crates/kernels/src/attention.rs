@@ -85,17 +85,30 @@ pub enum AttentionKernel {
     /// and the fallback (CUDA compute capability 9.x, bf16).
     Mma,
     /// `kernels/attention_sm90.cu`: wgmma tensor cores fed by TMA, producer/consumer
-    /// warpgroups. The fast kernel and the default on Hopper (CUDA 9.x, bf16).
+    /// warpgroups. The default on Hopper (CUDA 9.x, bf16).
     Wgmma,
+    /// The same kernel with FlashAttention-3's overlaps: the softmax of one key tile runs
+    /// under the previous tile's P·V product, and the two consumer warpgroups take turns on
+    /// the tensor cores (CUDA 9.x, bf16).
+    WgmmaPipelined,
 }
 
 impl AttentionKernel {
     /// Environment variable that overrides the automatic choice of [`attention`]:
-    /// `reference`, `mma` or `wgmma` (self-tests and A/B runs of the whole model).
+    /// `reference`, `mma`, `wgmma` or `wgmma-pipelined` (self-tests and A/B runs of the
+    /// whole model).
     pub const ENV: &'static str = "CADENCE_ATTENTION_KERNEL";
 
     /// Every implementation.
-    pub const ALL: [Self; 3] = [Self::Reference, Self::Mma, Self::Wgmma];
+    pub const ALL: [Self; 4] = [
+        Self::Reference,
+        Self::Mma,
+        Self::Wgmma,
+        Self::WgmmaPipelined,
+    ];
+
+    /// The kernel [`attention`] uses on Hopper when nothing overrides it.
+    pub const DEFAULT_GPU: Self = Self::Wgmma;
 
     /// The lower-case name used by [`Self::ENV`] and in messages.
     pub fn name(self) -> &'static str {
@@ -103,6 +116,7 @@ impl AttentionKernel {
             Self::Reference => "reference",
             Self::Mma => "mma",
             Self::Wgmma => "wgmma",
+            Self::WgmmaPipelined => "wgmma-pipelined",
         }
     }
 }
@@ -122,7 +136,8 @@ impl FromStr for AttentionKernel {
             .find(|k| k.name() == s)
             .ok_or_else(|| {
                 candle_core::Error::Msg(format!(
-                    "unknown attention kernel {s:?} (expected reference, mma or wgmma)"
+                    "unknown attention kernel {s:?} (expected reference, mma, wgmma or \
+                     wgmma-pipelined)"
                 ))
             })
     }
@@ -142,10 +157,10 @@ pub struct AttentionOptions {
 ///
 /// `gate` is `(L, Hq)` (one scalar per token and head) or `None` for the ungated result.
 ///
-/// The implementation is chosen per call: the [`AttentionKernel::Wgmma`] kernel when the
+/// The implementation is chosen per call: [`AttentionKernel::DEFAULT_GPU`] when the
 /// tensors are bf16 on a CUDA device of compute capability 9.x, head_dim is a multiple of 8
 /// up to 128, `Hq` is a multiple of `Hk` and every query has at least one key; the reference
-/// otherwise. `CADENCE_ATTENTION_KERNEL` ([`AttentionKernel::ENV`]) overrides the choice.
+/// otherwise. `CADENCE_ATTENTION_KERNEL` ([`AttentionKernel::ENV`]) replaces the GPU kernel.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -156,8 +171,11 @@ pub fn attention(
     attention_with(&AttentionOptions::default(), q, k, v, gate, mask)
 }
 
-/// [`attention`] with explicit options. A GPU kernel named in `options` (or by the
-/// environment) that cannot compute these inputs is an error, not a silent fallback.
+/// [`attention`] with explicit options. A GPU kernel named in `options` that cannot compute
+/// these inputs is an error, not a silent fallback. Without a kernel in `options`, the choice
+/// is automatic (see [`attention`]); `CADENCE_ATTENTION_KERNEL` then only replaces the GPU
+/// kernel used where one applies (`reference`: never a GPU kernel), so an A/B run of the whole
+/// model still computes its f32 calls with the reference.
 pub fn attention_with(
     options: &AttentionOptions,
     q: &Tensor,
@@ -166,13 +184,16 @@ pub fn attention_with(
     gate: Option<&Tensor>,
     mask: Option<&AttentionMask>,
 ) -> Result<Tensor> {
-    let named = match options.kernel {
-        Some(kernel) => Some(kernel),
-        None => kernel_from_env()?,
+    let (kernel, strict) = match options.kernel {
+        Some(kernel) => (kernel, true),
+        None => (
+            kernel_from_env()?.unwrap_or(AttentionKernel::DEFAULT_GPU),
+            false,
+        ),
     };
-    match named {
-        Some(AttentionKernel::Reference) => reference_attention(q, k, v, gate, mask),
-        _ => gpu_attention(named, options.poison_output, q, k, v, gate, mask),
+    match kernel {
+        AttentionKernel::Reference => reference_attention(q, k, v, gate, mask),
+        _ => gpu_attention(kernel, strict, options.poison_output, q, k, v, gate, mask),
     }
 }
 
@@ -191,10 +212,12 @@ fn kernel_from_env() -> Result<Option<AttentionKernel>> {
         .map_err(candle_core::Error::Msg)
 }
 
-/// A GPU kernel when one fits, else the reference (`named: None`) or an error (`named`).
+/// GPU `kernel` when it can compute the call; otherwise an error (`strict`) or the reference.
 #[cfg(feature = "cuda")]
+#[allow(clippy::too_many_arguments)]
 fn gpu_attention(
-    named: Option<AttentionKernel>,
+    kernel: AttentionKernel,
+    strict: bool,
     poison_output: bool,
     q: &Tensor,
     k: &Tensor,
@@ -202,20 +225,21 @@ fn gpu_attention(
     gate: Option<&Tensor>,
     mask: Option<&AttentionMask>,
 ) -> Result<Tensor> {
-    let kernel = named.unwrap_or(AttentionKernel::Wgmma);
     match cuda::plan(kernel, q, k, v, mask)? {
         cuda::Plan::Run(launch) => launch.run(q, k, v, gate, poison_output),
-        cuda::Plan::Unsupported(_) if named.is_none() => reference_attention(q, k, v, gate, mask),
-        cuda::Plan::Unsupported(why) => {
+        cuda::Plan::Unsupported(why) if strict => {
             candle_core::bail!("the {kernel} attention kernel cannot compute this call: {why}")
         }
+        cuda::Plan::Unsupported(_) => reference_attention(q, k, v, gate, mask),
     }
 }
 
 /// Without the `cuda` feature only the reference exists.
 #[cfg(not(feature = "cuda"))]
+#[allow(clippy::too_many_arguments)]
 fn gpu_attention(
-    named: Option<AttentionKernel>,
+    kernel: AttentionKernel,
+    strict: bool,
     _poison_output: bool,
     q: &Tensor,
     k: &Tensor,
@@ -223,12 +247,10 @@ fn gpu_attention(
     gate: Option<&Tensor>,
     mask: Option<&AttentionMask>,
 ) -> Result<Tensor> {
-    match named {
-        None => reference_attention(q, k, v, gate, mask),
-        Some(kernel) => candle_core::bail!(
-            "the {kernel} attention kernel needs cadence-kernels' `cuda` feature"
-        ),
+    if strict {
+        candle_core::bail!("the {kernel} attention kernel needs cadence-kernels' `cuda` feature")
     }
+    reference_attention(q, k, v, gate, mask)
 }
 
 /// Bytes of f32 scores one query block may take in the reference implementation.
@@ -424,5 +446,46 @@ mod tests {
         let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
         assert!(close(&h0[..4], &[2., 2.5, 3., 3.5]), "{h0:?}");
         assert!(close(&h1[..4], &[4., 5., 6., 7.]), "{h1:?}");
+    }
+
+    #[test]
+    fn kernel_names_round_trip() {
+        for k in AttentionKernel::ALL {
+            assert_eq!(k.name().parse::<AttentionKernel>().unwrap(), k);
+        }
+        assert!("flash".parse::<AttentionKernel>().is_err());
+    }
+
+    #[test]
+    fn cpu_calls_use_the_reference_and_named_gpu_kernels_refuse() {
+        let dev = Device::Cpu;
+        let q = Tensor::new(&[[[0.5f32, -1.0]], [[1.5, 0.25]]], &dev).unwrap();
+        let auto = attention(&q, &q, &q, None, None).unwrap();
+        let options = AttentionOptions {
+            kernel: Some(AttentionKernel::Reference),
+            poison_output: true,
+        };
+        let reference = attention_with(&options, &q, &q, &q, None, None).unwrap();
+        let diff = (auto - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(diff, 0.0);
+        for kernel in [
+            AttentionKernel::Mma,
+            AttentionKernel::Wgmma,
+            AttentionKernel::WgmmaPipelined,
+        ] {
+            let options = AttentionOptions {
+                kernel: Some(kernel),
+                poison_output: false,
+            };
+            let err = attention_with(&options, &q, &q, &q, None, None).unwrap_err();
+            assert!(err.to_string().contains(kernel.name()), "{err}");
+        }
     }
 }

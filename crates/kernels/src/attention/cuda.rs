@@ -57,9 +57,13 @@ fn spec(kernel: AttentionKernel) -> Option<KernelSpec> {
             smem_bytes: 98_304,
             tensor_maps: false,
         }),
-        AttentionKernel::Wgmma => Some(KernelSpec {
+        AttentionKernel::Wgmma | AttentionKernel::WgmmaPipelined => Some(KernelSpec {
             cubin: cubins::ATTENTION_SM90,
-            entry: "cadence_attention_sm90",
+            entry: if kernel == AttentionKernel::Wgmma {
+                "cadence_attention_sm90"
+            } else {
+                "cadence_attention_sm90_pipelined"
+            },
             block_q: 128,
             block_k: 128,
             threads: 384,
@@ -221,6 +225,12 @@ struct Params {
 
 // SAFETY: plain old data with the C layout of the kernel parameter.
 unsafe impl DeviceRepr for Params {}
+
+// The kernels static_assert the same sizes and offsets on their side.
+const _: () = assert!(std::mem::size_of::<Params>() == 88);
+const _: () = assert!(std::mem::offset_of!(Params, len) == 64);
+const _: () = assert!(std::mem::offset_of!(Params, scale_log2) == 80);
+const _: () = assert!(std::mem::size_of::<TensorMap>() == 128);
 
 /// A `CUtensorMap` (128 bytes, 64-byte aligned), passed by value to the sm90 kernel.
 #[repr(C, align(64))]

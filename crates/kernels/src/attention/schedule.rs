@@ -51,6 +51,10 @@ impl KeySpan {
     }
 }
 
+// The kernels read these arrays as `KeySpan` / `MaskRect` of attention_common.cuh (16 bytes).
+const _: () = assert!(std::mem::size_of::<KeySpan>() == 16);
+const _: () = assert!(std::mem::size_of::<MaskRect>() == 16);
+
 /// Allowed (query, key) pairs of a partial tile: queries `[q_begin, q_end)` by keys
 /// `[k_begin, k_end)`, in absolute token indices, clipped to the tile.
 #[repr(C)]

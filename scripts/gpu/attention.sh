@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The attention kernels on the H100, in one call of the device tool. Here, first:
+#
+#   scripts/cuda/build.sh gpu-carry        # builds target/gpu-carry (~8 min cold)
+#
+# then run(command="bash scripts/gpu/attention.sh", carry=["target/gpu-carry"], timeout_s=600).
+#
+# Steps (each logged under $OUT): the GPU's state; correctness on random inputs against the
+# reference (several lengths, GQA 5:1 and other ratios, narrow heads, frame-window masks;
+# outputs poisoned with NaN first; every run twice); the dit_forward fixtures at the attention
+# op; the whole DiT against the fixtures with each attention kernel; timings of every kernel;
+# the torch baseline. A short table comes last.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+carry=target/gpu-carry
+out=${OUT:-/tmp/attention-gpu}
+mkdir -p "$out"
+
+bin=/tmp/attention_gpu
+gunzip -c "$carry/attention_gpu.gz" >"$bin" && chmod +x "$bin" || { echo "no $carry/attention_gpu.gz: run scripts/cuda/build.sh gpu-carry and carry $carry"; exit 1; }
+export CADENCE_FIXTURES="$root/$carry/fixtures"
+# The binary loads the driver at run time but links libcudart.so.13: take torch's.
+cudart=$(python3 -c 'import nvidia, glob, os; print(next(iter(glob.glob(os.path.join(list(nvidia.__path__)[0], "cu13", "lib", "libcudart.so.13*"))), ""))' 2>/dev/null)
+if [ -n "$cudart" ]; then export LD_LIBRARY_PATH="$(dirname "$cudart")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw --format=csv | tee "$out/gpu.txt"
+ldd "$bin" | grep -E "cudart|not found" | tee -a "$out/gpu.txt"
+
+status=()
+step() {
+  local name=$1
+  shift
+  echo "=== $name: $*"
+  "$@" 2>&1 | tee "$out/$name.log"
+  status+=("$name=${PIPESTATUS[0]}")
+}
+
+step check "$bin" check
+step fixtures "$bin" fixtures
+for kernel in reference mma wgmma wgmma-pipelined; do
+  step "model-$kernel" env CADENCE_ATTENTION_KERNEL=$kernel "$bin" model
+done
+step bench "$bin" bench --reps 10 --out "$out/bench.jsonl"
+step baseline env PYTHONUNBUFFERED=1 python3 scripts/gpu/attention_baseline.py --reps 10 --out "$out/baseline.jsonl"
+
+python3 - "$out" "${status[@]}" <<'EOF'
+import json, os, sys
+out, steps = sys.argv[1], sys.argv[2:]
+print("\n=== summary")
+for s in steps:
+    name, rc = s.split("=")
+    log = open(os.path.join(out, name + ".log")).read().splitlines()
+    failed = [l for l in log if "FAILED" in l]
+    print(f"{name:<24} exit {rc:>3}  {'PASS' if rc == '0' and not failed else 'FAIL'}"
+          + (f"  ({len(failed)} failed lines, first: {failed[0][:90]})" if failed else ""))
+rows = []
+for f in ("bench.jsonl", "baseline.jsonl"):
+    p = os.path.join(out, f)
+    if os.path.exists(p):
+        rows += [json.loads(l) for l in open(p) if l.strip()]
+cases = list(dict.fromkeys(r["case"] for r in rows))
+impls = list(dict.fromkeys(r["impl"] for r in rows))
+print("\nTFLOP/s (unmasked work only; median ms in brackets)")
+print(f"{'impl':<24}" + "".join(f"{c[:22]:>24}" for c in cases))
+for i in impls:
+    cells = []
+    for c in cases:
+        r = [x for x in rows if x["impl"] == i and x["case"] == c]
+        cells.append(f"{r[0]['tflops']:8.1f} ({r[0]['median_ms']:8.2f})" if r else "-")
+    print(f"{i:<24}" + "".join(f"{x:>24}" for x in cells))
+EOF
