@@ -1,0 +1,299 @@
+//! The command line, as clap derive types. Only parsing and help live here; each subcommand's
+//! behaviour is in its own module.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::errors::EXIT_CODES_HELP;
+
+const ABOUT: &str = "Generate short videos with synchronised speech and sound from a prompt \
+(daVinci-MagiHuman, native Rust).";
+
+const AFTER_HELP: &str = "\
+Quick start:
+  cadence generate --demo \"a test prompt\" -o demo.mp4   # tiny built-in model, no download
+  cadence fetch                                          # the real weights (tens of GB; needs HF_TOKEN)
+  cadence generate \"A woman smiles and says: hello there.\"
+
+Run `cadence <command> --help` for the options of each command.";
+
+/// `cadence`: the command-line front door of Cadence.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cadence",
+    version,
+    about = ABOUT,
+    after_help = format!("{AFTER_HELP}\n\n{EXIT_CODES_HELP}"),
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Logging options.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Verbosity, accepted by every subcommand.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// More log output (-v: details, -vv: everything, including the libraries).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors: no progress bars, no notices.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a clip (video + audio) from a prompt, optionally from an image and/or a voice.
+    #[command(after_help = GENERATE_HELP)]
+    Generate(GenerateArgs),
+    /// Download the weights a mode needs into the Hugging Face cache.
+    #[command(after_help = FETCH_HELP)]
+    Fetch(FetchArgs),
+    /// Report which weight files are present, missing or damaged.
+    #[command(after_help = CHECK_HELP)]
+    Check(CheckArgs),
+}
+
+const GENERATE_HELP: &str = "\
+Examples:
+  cadence generate --demo \"a test prompt\" -o demo.mp4
+  cadence generate \"A man in a blue shirt says: welcome to the show.\" --seed 7
+  cadence generate --prompt-file prompt.txt --image face.png --seconds 5
+  cadence generate \"She sings along.\" --audio voice.wav --resolution 540p
+  cadence generate \"...\" --model base --steps 24 --width 512 --height 512 --json > run.json
+
+Without weights installed, `cadence generate \"prompt\"` runs the built-in demo model and says so.
+Sizes are rounded down to multiples of 32 pixels. 540p and 1080p first generate at 448x256 (or
+the --width/--height shape scaled to that area), then run the super-resolution model.
+Ctrl-C stops cleanly: no partial file is left behind.";
+
+const FETCH_HELP: &str = "\
+Examples:
+  cadence fetch                        # distilled text-to-video at 256p (the fastest mode)
+  cadence fetch --model base --resolution 1080p --image
+  cadence fetch --all                  # every component
+  cadence fetch --component wan_vae    # one component by id
+  HF_HUB_OFFLINE=1 cadence fetch       # what is already cached, without network
+
+Files go to the Hugging Face cache (HF_HUB_CACHE, else $HF_HOME/hub, else
+~/.cache/huggingface/hub) and interrupted downloads resume. google/t5gemma-9b-9b-ul2 and
+stabilityai/stable-audio-open-1.0 are gated: accept their licences on huggingface.co, then give a
+token with --token, HF_TOKEN or `huggingface-cli login`.";
+
+const CHECK_HELP: &str = "\
+Examples:
+  cadence check                               # the default mode, in the cache
+  cadence check --weights-dir /data/ckpts --all
+  cadence check --model base --resolution 540p --hashes
+
+Each file is reported present, missing or corrupt; DiT and text-encoder checkpoints are also
+opened and every tensor name and shape compared with what the model expects.";
+
+/// Which DiT denoises the base stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Model {
+    /// 8 steps, no guidance: the fast one.
+    Distilled,
+    /// 32 steps with classifier-free guidance.
+    Base,
+}
+
+/// Output resolution presets (those of the official examples).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Resolution {
+    /// 448x256.
+    #[value(name = "256p")]
+    P256,
+    /// 896x512: 448x256, then the 540p super-resolution model.
+    #[value(name = "540p")]
+    P540,
+    /// 1920x1088: 448x256, then the 1080p super-resolution model.
+    #[value(name = "1080p")]
+    P1080,
+}
+
+/// Which decoder turns latents into frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Decoder {
+    /// Turbo-VAED: fast; what every official example uses.
+    Turbo,
+    /// The full Wan2.2 VAE decoder.
+    Wan,
+}
+
+/// Where to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceChoice {
+    /// The first CUDA GPU when this build has CUDA and one is present, else the CPU.
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// The first CUDA GPU (needs a build with `--features cuda`).
+    Cuda,
+}
+
+/// The flags that decide which models a run needs; shared by generate, fetch and check.
+#[derive(Debug, Clone, Args)]
+pub struct ModeArgs {
+    /// Model variant for the base stage.
+    #[arg(long, value_enum, default_value_t = Model::Distilled)]
+    pub model: Model,
+    /// Output resolution preset.
+    #[arg(long, value_enum, default_value_t = Resolution::P256)]
+    pub resolution: Resolution,
+    /// Video decoder.
+    #[arg(long, value_enum, default_value_t = Decoder::Turbo)]
+    pub video_decoder: Decoder,
+}
+
+/// Where the weights are.
+#[derive(Debug, Clone, Args)]
+pub struct WeightsArgs {
+    /// A folder with one sub-folder per component (distill/, t5gemma-9b-9b-ul2/, ...), searched
+    /// before the Hugging Face cache.
+    #[arg(long, value_name = "DIR", env = "CADENCE_WEIGHTS_DIR")]
+    pub weights_dir: Option<PathBuf>,
+    /// An edited weights.toml instead of the built-in one.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+}
+
+/// `cadence generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// What the clip shows and says (quote it). Detailed prompts work best.
+    #[arg(value_name = "PROMPT", conflicts_with = "prompt_file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from a text file.
+    #[arg(long, value_name = "FILE")]
+    pub prompt_file: Option<PathBuf>,
+    /// First frame to animate (PNG, JPEG or WebP).
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// Voice or sound to drive the clip (WAV, FLAC, MP3, M4A); it is kept as the soundtrack.
+    #[arg(long, value_name = "FILE")]
+    pub audio: Option<PathBuf>,
+    /// Clip length in seconds (with --audio: at most this much of it)
+    /// [default: 4; 2 with the demo model].
+    #[arg(long)]
+    pub seconds: Option<u32>,
+    /// Model and resolution.
+    #[command(flatten)]
+    pub mode: ModeArgs,
+    /// Output width in pixels (with --height), instead of the preset's.
+    #[arg(long, requires = "height")]
+    pub width: Option<u32>,
+    /// Output height in pixels (with --width), instead of the preset's.
+    #[arg(long, requires = "width")]
+    pub height: Option<u32>,
+    /// Denoising steps of the base stage (default: 8 distilled, 32 base).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Seed of every random draw; the same seed and settings give the same clip.
+    /// Default: a random one (printed, and part of the default file name).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Output file [default: cadence-<seed>.mp4].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Weights location.
+    #[command(flatten)]
+    pub weights: WeightsArgs,
+    /// Use the built-in tiny random model (CPU, seconds): shows the whole pipeline working,
+    /// the picture is noise.
+    #[arg(long)]
+    pub demo: bool,
+    /// Print a JSON summary (sizes, seed, per-stage timings) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Selects components for fetch and check: a mode, or explicit ids.
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// Model and resolution.
+    #[command(flatten)]
+    pub mode: ModeArgs,
+    /// Include what a reference image needs (the Wan2.2 VAE encoder).
+    #[arg(long)]
+    pub image: bool,
+    /// Include what a reference audio needs.
+    #[arg(long)]
+    pub audio: bool,
+    /// Every component of the manifest.
+    #[arg(long, conflicts_with = "component")]
+    pub all: bool,
+    /// Component ids instead of a mode (repeatable): base, distill, 540p_sr, 1080p_sr,
+    /// turbo_vae, t5gemma, stable_audio, wan_vae.
+    #[arg(long, value_name = "ID")]
+    pub component: Vec<String>,
+}
+
+/// `cadence fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// What to fetch.
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Hugging Face access token (default: HF_TOKEN, or the `huggingface-cli login` file).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Use only what is already cached; never touch the network (same as HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+    /// Weights.toml to use.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+}
+
+/// `cadence check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// What to check.
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Weights location.
+    #[command(flatten)]
+    pub weights: WeightsArgs,
+    /// Also hash every file whose sha256 is known (reads every byte: minutes for 15B models).
+    #[arg(long)]
+    pub hashes: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn width_needs_height() {
+        let e = Cli::try_parse_from(["cadence", "generate", "p", "--width", "512"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn presets_parse_by_their_names() {
+        let cli =
+            Cli::try_parse_from(["cadence", "generate", "p", "--resolution", "1080p"]).unwrap();
+        let Command::Generate(g) = cli.command else {
+            panic!("not generate")
+        };
+        assert_eq!(g.mode.resolution, Resolution::P1080);
+        assert_eq!(g.mode.model, Model::Distilled);
+    }
+}

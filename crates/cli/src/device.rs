@@ -1,0 +1,94 @@
+//! `--device`: where the models run, and in which precision.
+
+use cadence_pipeline::engine::EngineOptions;
+use candle_core::{DType, Device};
+
+use crate::args::DeviceChoice;
+use crate::errors::{CliError, ExitKind};
+
+/// The chosen device as the engine takes it, and its name for messages and summaries.
+pub struct Selected {
+    /// Devices and dtype for [`cadence_pipeline::engine::Engine::load`].
+    pub options: EngineOptions,
+    /// `cpu` or `cuda:0`.
+    pub name: String,
+}
+
+impl Selected {
+    fn cpu() -> Self {
+        Self {
+            options: EngineOptions::cpu(),
+            name: "cpu".into(),
+        }
+    }
+}
+
+/// Resolves `--device`; `super_resolution` decides where the text encoder runs on a GPU.
+pub fn select(choice: DeviceChoice, super_resolution: bool) -> Result<Selected, CliError> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Selected::cpu()),
+        DeviceChoice::Cuda => cuda(super_resolution),
+        DeviceChoice::Auto if cfg!(feature = "cuda") => cuda(super_resolution).or_else(|e| {
+            tracing::warn!("{e}; running on the CPU");
+            Ok(Selected::cpu())
+        }),
+        DeviceChoice::Auto => Ok(Selected::cpu()),
+    }
+}
+
+/// The first GPU, bf16. The 9B text encoder is loaded for each prompt and dropped after it; it
+/// runs on the GPU unless a super-resolution model also occupies GPU memory (two 15B DiTs in
+/// bf16 are about 60 GB, leaving no room for its 18 GB on an 80 GB card).
+fn cuda(super_resolution: bool) -> Result<Selected, CliError> {
+    let device = cuda_device()?;
+    let text_device = if super_resolution {
+        Device::Cpu
+    } else {
+        device.clone()
+    };
+    Ok(Selected {
+        options: EngineOptions {
+            device,
+            dtype: DType::BF16,
+            text_device,
+            keep_text_encoder: false,
+        },
+        name: "cuda:0".into(),
+    })
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device() -> Result<Device, CliError> {
+    Device::new_cuda(0).map_err(|e| {
+        CliError::new(
+            ExitKind::Device,
+            format!(
+                "no usable CUDA GPU ({}): check the driver with `nvidia-smi`, or use --device cpu",
+                e.to_string().lines().next().unwrap_or("unknown error")
+            ),
+        )
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device() -> Result<Device, CliError> {
+    Err(CliError::new(
+        ExitKind::Device,
+        "this cadence was built without CUDA support: rebuild it with \
+         `cargo build --release -p cadence-cli --features cuda` (needs the CUDA toolkit), \
+         or use --device cpu",
+    ))
+}
+
+#[cfg(all(test, not(feature = "cuda")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuda_without_the_feature_names_the_build_flag() {
+        let e = select(DeviceChoice::Cuda, false).err().unwrap();
+        assert_eq!(e.kind, ExitKind::Device);
+        assert!(e.message.contains("--features cuda"), "{}", e.message);
+        assert_eq!(select(DeviceChoice::Auto, false).unwrap().name, "cpu");
+    }
+}

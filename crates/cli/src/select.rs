@@ -1,0 +1,130 @@
+//! From flags to what the weights crate understands: a [`Mode`], the component ids, the
+//! manifest and the places to search.
+
+use std::path::Path;
+
+use cadence_weights::{Dit, HubSettings, Manifest, Mode, Resolution, VideoDecoder, WeightsRoot};
+
+use crate::args::{Decoder, ModeArgs, Model, Resolution as ResolutionArg, SelectArgs};
+use crate::errors::{from_weights, CliError};
+
+impl ModeArgs {
+    /// The generation mode these flags describe, with or without a reference image / audio.
+    pub fn to_mode(&self, image: bool, reference_audio: bool) -> Mode {
+        Mode {
+            dit: match self.model {
+                Model::Distilled => Dit::Distill,
+                Model::Base => Dit::Base,
+            },
+            image,
+            reference_audio,
+            resolution: match self.resolution {
+                ResolutionArg::P256 => Resolution::P256,
+                ResolutionArg::P540 => Resolution::P540,
+                ResolutionArg::P1080 => Resolution::P1080,
+            },
+            video_decoder: match self.video_decoder {
+                Decoder::Turbo => VideoDecoder::Turbo,
+                Decoder::Wan => VideoDecoder::Wan,
+            },
+        }
+    }
+
+    /// The same flags as `cadence fetch` takes them, for messages (`cadence fetch --model base`).
+    pub fn fetch_flags(&self, image: bool, audio: bool) -> String {
+        let mut out = String::new();
+        if self.model == Model::Base {
+            out.push_str(" --model base");
+        }
+        match self.resolution {
+            ResolutionArg::P256 => {}
+            ResolutionArg::P540 => out.push_str(" --resolution 540p"),
+            ResolutionArg::P1080 => out.push_str(" --resolution 1080p"),
+        }
+        if self.video_decoder == Decoder::Wan {
+            out.push_str(" --video-decoder wan");
+        }
+        if image {
+            out.push_str(" --image");
+        }
+        if audio {
+            out.push_str(" --audio");
+        }
+        out
+    }
+}
+
+impl SelectArgs {
+    /// The component ids to work on, and a description of the selection for messages.
+    pub fn components(&self, manifest: &Manifest) -> Result<(Vec<String>, String), CliError> {
+        if self.all {
+            let ids = manifest.components().iter().map(|c| c.id.clone()).collect();
+            return Ok((ids, "every component".into()));
+        }
+        if !self.component.is_empty() {
+            manifest.select(&self.component).map_err(from_weights)?;
+            return Ok((self.component.clone(), self.component.join(", ")));
+        }
+        let mode = self.mode.to_mode(self.image, self.audio);
+        let ids = mode.components().into_iter().map(String::from).collect();
+        Ok((ids, format!("mode {mode}")))
+    }
+}
+
+/// The built-in manifest, or `path` when given.
+pub fn manifest(path: Option<&Path>) -> Result<Manifest, CliError> {
+    match path {
+        Some(p) => Manifest::load(p),
+        None => Manifest::embedded(),
+    }
+    .map_err(from_weights)
+}
+
+/// The places to search for weights: `weights_dir`, then the Hugging Face cache when the
+/// environment names one.
+pub fn weights_root(weights_dir: Option<&Path>) -> Result<WeightsRoot, CliError> {
+    match HubSettings::from_env() {
+        Ok(hub) => Ok(WeightsRoot::from_settings(weights_dir, &hub)),
+        // No home directory and no HF_* variable: an explicit folder still works.
+        Err(e) => match weights_dir {
+            Some(dir) => Ok(WeightsRoot::new(vec![cadence_weights::Source::Dir(
+                dir.to_path_buf(),
+            )])),
+            None => Err(from_weights(e)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode_args(model: Model, resolution: ResolutionArg) -> ModeArgs {
+        ModeArgs {
+            model,
+            resolution,
+            video_decoder: Decoder::Turbo,
+        }
+    }
+
+    #[test]
+    fn flags_map_onto_the_mode_table() {
+        let m = mode_args(Model::Distilled, ResolutionArg::P256).to_mode(false, false);
+        assert_eq!(m, Mode::distilled_t2v());
+        let m = mode_args(Model::Base, ResolutionArg::P1080).to_mode(true, true);
+        assert_eq!(m.to_string(), "base TI2V 1080p with reference audio");
+    }
+
+    #[test]
+    fn fetch_flags_round_trip_the_mode() {
+        let a = mode_args(Model::Base, ResolutionArg::P540);
+        assert_eq!(
+            a.fetch_flags(true, false),
+            " --model base --resolution 540p --image"
+        );
+        assert_eq!(
+            mode_args(Model::Distilled, ResolutionArg::P256).fetch_flags(false, false),
+            ""
+        );
+    }
+}
