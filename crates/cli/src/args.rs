@@ -59,6 +59,9 @@ pub enum Command {
     /// Report which weight files are present, missing or damaged.
     #[command(after_help = CHECK_HELP)]
     Check(CheckArgs),
+    /// Check this build on this device against the golden parity fixtures.
+    #[command(after_help = SELFTEST_HELP)]
+    Selftest(SelftestArgs),
 }
 
 const GENERATE_HELP: &str = "\
@@ -95,6 +98,25 @@ Examples:
 
 Each file is reported present, missing or corrupt; DiT and text-encoder checkpoints are also
 opened and every tensor name and shape compared with what the model expects.";
+
+const SELFTEST_HELP: &str = "\
+Examples:
+  cadence selftest                                   # every fixture case, on the CPU here
+  cadence selftest --device cuda                     # the same cases on the GPU
+  cadence selftest --device cuda --kind dit_forward  # only the DiT cases
+  CADENCE_FIXTURES=/data/fixtures cadence selftest
+
+Every case under the fixture folder ($CADENCE_FIXTURES, else ../shared/fixtures beside the source
+tree) is recomputed by the crate that owns its kind and compared at the tolerances its case.json
+states; one line per case (`ok <case> (<kind>) <seconds>s` or `FAIL <case> (<kind>): <reason>`),
+then `N passed, M failed, K skipped`. The exit code is 1 when any case fails or has a kind no
+checker knows.
+
+Precision: dit_forward cases compute in the dtype their case.json names (f32 or bf16) on every
+device; the video codecs run their f32 check and then their production bf16 check (bound 0.05
+relative L2); everything else is f32. On CUDA, candle's f32 matrix products use full f32 (cuBLAS
+CUBLAS_COMPUTE_32F; TF32 stays off, and selftest makes sure of it), so the f32 cases are held to
+the same tight tolerances as on the CPU.";
 
 /// Which DiT denoises the base stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -268,6 +290,18 @@ pub struct CheckArgs {
     /// Also hash every file whose sha256 is known (reads every byte: minutes for 15B models).
     #[arg(long)]
     pub hashes: bool,
+}
+
+/// `cadence selftest`.
+#[derive(Debug, Args)]
+pub struct SelftestArgs {
+    /// Where to run the checks.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Only the cases of this fixture kind (repeatable), e.g. dit_forward, t5gemma_encoder,
+    /// turbo_vaed_decode; cases of other kinds are counted as skipped.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Vec<String>,
 }
 
 #[cfg(test)]

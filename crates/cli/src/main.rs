@@ -11,6 +11,7 @@ mod interrupt;
 mod logging;
 mod progress;
 mod select;
+mod selftest;
 mod summary;
 
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => generate::run(a, &out),
         Command::Fetch(a) => fetch::run(a, &out),
         Command::Check(a) => check::run(a),
+        Command::Selftest(a) => selftest::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
