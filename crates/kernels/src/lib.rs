@@ -7,11 +7,15 @@
 //!
 //! Numerics follow the reference model: norms, rope, activations and softmax in f32; attention
 //! and GEMM inputs in the model's compute dtype (bf16 in production, f32 for the tight checks).
+//! GEMMs ([`linear`]) also take FP8 weights ([`fp8`]) for Hopper's FP8 tensor cores.
 
 pub mod activation;
 pub mod attention;
 pub mod conv3d;
+pub mod fp8;
+pub mod linear;
 pub mod norm;
 pub mod rope;
 
 pub use attention::{attention, AttentionMask};
+pub use linear::{linear, LinearWeight};
