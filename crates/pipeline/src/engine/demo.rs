@@ -4,24 +4,20 @@
 //! attention, Wan2.2 encoder, Turbo-VAED, Oobleck) on the CPU in seconds, with no download, so
 //! a newcomer can see the product work and the tests can run every mode end to end. The clips
 //! it makes are noise: the weights are random (seeded, so the demo model is the same
-//! everywhere), served to the components' normal loaders as a [`RandomWeights`] source.
+//! everywhere), served to the components' normal loaders as a
+//! [`RandomWeights`](cadence_core::RandomWeights) source.
 
-use candle_core::DType;
-use candle_nn::VarBuilder;
-
-use cadence_codec::{Oobleck, OobleckConfig, TurboConfig, TurboVaed, WanConfig, WanVae};
-use cadence_core::{RandomWeights, Result, TensorSpec};
-use cadence_model::weights::expected_tensors;
-use cadence_model::{DitConfig, DitModel, DitVariant};
-use cadence_text::{
-    LayerKind, PromptEncoder, TextEncoder, TextEncoderConfig, Tokenizer, WeightsIdentity,
-    ENCODER_PREFIX,
-};
+use cadence_codec::{OobleckConfig, TurboConfig, WanConfig};
+use cadence_core::Result;
+use cadence_model::{DitConfig, DitVariant};
+use cadence_text::{LayerKind, TextEncoderConfig};
 use cadence_weights::Dit;
 
-use super::{Engine, EngineOptions, TextSource, VideoDecoder};
-use crate::dit_velocity::DitVelocity;
-use crate::sampler::{SamplerConfig, SrStage};
+use super::generated::{
+    byte_tokenizer_json, oobleck_config, Blueprint, DecoderPlan, Draw, BYTE_OFFSET,
+};
+use super::{Engine, EngineOptions};
+use crate::sampler::SrStage;
 
 /// Seed of the demo weights (fixed: the demo model is the same on every machine).
 const WEIGHTS_SEED: u64 = 0xCADE_0CE5;
@@ -34,71 +30,19 @@ impl Engine {
     /// sampling recipe (distilled: 8 steps; base: 32 guided steps). Super-resolution and
     /// image input are available, as with the real weights.
     pub fn demo(dit: Dit) -> Result<Self> {
-        let options = EngineOptions::cpu();
-        let device = &options.device;
-        // Each component draws from its own seed.
-        let weights = |specs: &[TensorSpec], prefix: &str, component: u64| {
-            RandomWeights::seeded(specs, prefix, WEIGHTS_SEED + component)
-        };
-
-        let text_config = tiny_text_config();
-        let text = PromptEncoder::new(
-            Tokenizer::from_json(&byte_tokenizer_json())?,
-            TextEncoder::from_source(
-                &weights(&text_config.tensor_specs(), ENCODER_PREFIX, 0),
-                WeightsIdentity::named("cadence demo text encoder"),
-                &text_config,
-                DType::F32,
-                device,
-            )?,
-        );
-        let dit_model = |config: DitConfig, component| {
-            DitModel::load(
-                &weights(&expected_tensors(&config), "", component),
-                config,
-                DType::F32,
-                device,
-            )
-        };
-        let (variant, sampler) = match dit {
-            Dit::Base => (DitVariant::Base, SamplerConfig::base()),
-            Dit::Distill => (DitVariant::Distilled, SamplerConfig::distilled()),
-        };
-        let base = dit_model(tiny_dit_config(false), 1)?;
-        let sr = dit_model(tiny_dit_config(true), 2)?;
-
-        let in_memory = |specs: Vec<TensorSpec>, component| -> Result<VarBuilder<'static>> {
-            let tensors = weights(&specs, "", component).tensors(DType::F32, device)?;
-            Ok(VarBuilder::from_tensors(tensors, DType::F32, device))
-        };
-        let turbo_config = tiny_turbo_config();
-        let turbo = TurboVaed::new(
-            &in_memory(TurboVaed::tensor_specs(&turbo_config)?, 3)?,
-            &turbo_config,
-        )?;
-        let wan_config = tiny_wan_config();
-        let wan = WanVae::new(
-            &in_memory(WanVae::tensor_specs(&wan_config)?, 4)?,
-            &wan_config,
-        )?;
-        let audio_config = tiny_oobleck_config()?;
-        let audio_vae = Oobleck::new(
-            &in_memory(Oobleck::tensor_specs(&audio_config)?, 5)?,
-            &audio_config,
-        )?;
-
-        Ok(Self {
-            options,
-            text: TextSource::Resident(Box::new(text)),
-            negative_cache: None,
+        let (variant, sampler) = super::base_stage(dit);
+        Blueprint {
+            text: tiny_text_config(),
+            tokenizer_json: byte_tokenizer_json(),
+            text_identity: "cadence demo text encoder",
+            dit: (tiny_dit_config(false), variant),
+            sr: Some((tiny_dit_config(true), DitVariant::Sr1080p)),
+            decoder: DecoderPlan::Turbo(tiny_turbo_config()),
+            wan: Some(tiny_wan_config()),
+            oobleck: tiny_oobleck_config()?,
             sampler: sampler.with_sr(SrStage::default()),
-            dit: DitVelocity::new(base, variant),
-            sr_dit: Some(DitVelocity::new(sr, DitVariant::Sr1080p)),
-            video_decoder: VideoDecoder::Turbo(Box::new(turbo)),
-            wan: Some(wan),
-            audio_vae,
-            demo: true,
-        })
+        }
+        .build(EngineOptions::cpu(), &Draw::Seeded(WEIGHTS_SEED), true)
     }
 }
 
@@ -155,49 +99,5 @@ fn tiny_wan_config() -> WanConfig {
 
 /// Oobleck with the real strides (2048 samples per latent) and 4 base channels.
 fn tiny_oobleck_config() -> Result<OobleckConfig> {
-    let side = |latent_dim: usize, io: &str| {
-        serde_json::json!({"type": "oobleck", "config": {
-            io: 2, "channels": 4, "c_mults": [1, 2, 4, 8, 16], "strides": [2, 4, 4, 8, 8],
-            "latent_dim": latent_dim, "use_snake": true, "final_tanh": false}})
-    };
-    let pretransform = serde_json::json!({
-        "encoder": side(128, "in_channels"),
-        "decoder": side(64, "out_channels"),
-        "bottleneck": {"type": "vae"},
-        "latent_dim": 64, "downsampling_ratio": 2048, "io_channels": 2
-    });
-    OobleckConfig::from_pretransform(&pretransform, 44_100)
-}
-
-/// Ids below this are the special tokens; byte `b` is token `BYTE_OFFSET + b`.
-const BYTE_OFFSET: usize = 4;
-
-/// A `tokenizer.json` with the Gemma special tokens and one token per byte: every string
-/// encodes through byte fallback, so any prompt (any script) works.
-fn byte_tokenizer_json() -> String {
-    let mut vocab = serde_json::Map::new();
-    for (id, token) in ["<pad>", "<eos>", "<bos>", "<unk>"].iter().enumerate() {
-        vocab.insert(token.to_string(), id.into());
-    }
-    for b in 0..256usize {
-        vocab.insert(format!("<0x{b:02X}>"), (BYTE_OFFSET + b).into());
-    }
-    let special = |id: usize, content: &str| {
-        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
-                           "rstrip": false, "normalized": false, "special": true})
-    };
-    serde_json::json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": [special(0, "<pad>"), special(1, "<eos>"), special(2, "<bos>"), special(3, "<unk>")],
-        "normalizer": null,
-        "pre_tokenizer": null,
-        "post_processor": null,
-        "decoder": {"type": "ByteFallback"},
-        "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>", "continuing_subword_prefix": null,
-                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": true,
-                  "vocab": vocab, "merges": []}
-    })
-    .to_string()
+    oobleck_config(4)
 }

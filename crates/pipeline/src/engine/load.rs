@@ -8,13 +8,11 @@ use cadence_core::{Error, Result};
 use cadence_model::{DitModel, DitVariant};
 use cadence_text::{NegativePromptCache, PromptEncoder, TextEncoder, Tokenizer};
 use cadence_weights::modes::ids;
-use cadence_weights::{
-    Dit, Manifest, Mode, Resolution, VideoDecoder as DecoderChoice, WeightsRoot,
-};
+use cadence_weights::{Manifest, Mode, VideoDecoder as DecoderChoice, WeightsRoot};
 
+use super::flops::Denoiser;
 use super::{Engine, EngineOptions, Progress, StageKind, TextSource, VideoDecoder};
-use crate::dit_velocity::DitVelocity;
-use crate::sampler::{SamplerConfig, SrStage};
+use crate::sampler::SrStage;
 
 /// File names inside the component folders (as `weights.toml` lists them).
 const TURBO_CHECKPOINT: &str = "checkpoint-340000.ckpt";
@@ -66,29 +64,21 @@ impl Engine {
         };
         step(progress);
 
-        let (variant, id, mut sampler) = match mode.dit {
-            Dit::Base => (DitVariant::Base, ids::BASE, SamplerConfig::base()),
-            Dit::Distill => (
-                DitVariant::Distilled,
-                ids::DISTILL,
-                SamplerConfig::distilled(),
-            ),
-        };
-        let dit = DitVelocity::new(DitModel::load_dir(dir(id)?, variant, dtype, dev)?, variant);
+        let (variant, mut sampler) = super::base_stage(mode.dit);
+        let dit = Denoiser::new(
+            DitModel::load_dir(dir(component_id(variant))?, variant, dtype, dev)?,
+            variant,
+        );
         step(progress);
 
-        let sr_dit = match mode.resolution {
-            Resolution::P256 => None,
-            Resolution::P540 => Some((DitVariant::Sr540p, ids::SR_540P)),
-            Resolution::P1080 => Some((DitVariant::Sr1080p, ids::SR_1080P)),
-        }
-        .map(|(variant, id)| -> Result<DitVelocity> {
-            sampler = sampler.clone().with_sr(SrStage::default());
-            let model = DitModel::load_dir(dir(id)?, variant, dtype, dev)?;
-            step(progress);
-            Ok(DitVelocity::new(model, variant))
-        })
-        .transpose()?;
+        let sr_dit = super::super_resolution_stage(mode.resolution)
+            .map(|variant| -> Result<Denoiser> {
+                sampler = sampler.clone().with_sr(SrStage::default());
+                let model = DitModel::load_dir(dir(component_id(variant))?, variant, dtype, dev)?;
+                step(progress);
+                Ok(Denoiser::new(model, variant))
+            })
+            .transpose()?;
 
         let wan = if mode.image || mode.video_decoder == DecoderChoice::Wan {
             let wan = WanVae::load(
@@ -129,6 +119,16 @@ impl Engine {
             audio_vae,
             demo: false,
         })
+    }
+}
+
+/// The `weights.toml` component holding a DiT variant.
+fn component_id(variant: DitVariant) -> &'static str {
+    match variant {
+        DitVariant::Base => ids::BASE,
+        DitVariant::Distilled => ids::DISTILL,
+        DitVariant::Sr540p => ids::SR_540P,
+        DitVariant::Sr1080p => ids::SR_1080P,
     }
 }
 

@@ -25,8 +25,11 @@
 //! audio track. Muxing is the sink's business (the CLI's sink writes an MP4).
 
 mod demo;
+mod flops;
+mod generated;
 mod load;
 mod progress;
+mod random;
 mod sink;
 
 use std::path::PathBuf;
@@ -42,9 +45,10 @@ use cadence_core::{Error, Result};
 use cadence_media::{
     load_reference_audio, load_reference_image, load_stereo_audio, AudioInputOptions,
 };
-use cadence_text::{EncodedPrompt, NegativePromptCache, PromptEncoder};
+use cadence_model::DitVariant;
+use cadence_text::{negative_prompt_key, EncodedPrompt, NegativePromptCache, PromptEncoder};
+use cadence_weights::{Dit, Resolution};
 
-use crate::dit_velocity::DitVelocity;
 use crate::model::{Stage, TextContext};
 use crate::noise::{NoiseSource, SeededNoise};
 use crate::request::{GenerationRequest, Limits, ValidatedRequest};
@@ -54,9 +58,11 @@ use crate::sampler::{
 };
 use crate::shapes::{LatentSize, FPS};
 
-pub use progress::{CancelToken, GenerationReport, Progress, StageKind};
+pub use flops::DitWork;
+pub use progress::{CancelToken, DenoiseStats, GenerationReport, Progress, StageKind, TextStats};
 pub use sink::{Clip, ClipInfo, ClipSink, Mp4Sink};
 
+use flops::{text_encoder_flops, Counted, Denoiser};
 use progress::StageTimer;
 
 /// Sample rate of the clip's audio track.
@@ -111,8 +117,8 @@ pub struct Engine {
     text: TextSource,
     negative_cache: Option<NegativePromptCache>,
     sampler: SamplerConfig,
-    dit: DitVelocity,
-    sr_dit: Option<DitVelocity>,
+    dit: Denoiser,
+    sr_dit: Option<Denoiser>,
     video_decoder: VideoDecoder,
     /// The Wan VAE: encodes reference images (TI2V); decodes when it is the video decoder.
     wan: Option<WanVae>,
@@ -161,7 +167,8 @@ impl Engine {
         progress: &mut dyn Progress,
         cancel: &CancelToken,
     ) -> Result<GenerationReport> {
-        let mut timer = StageTimer::new(progress);
+        let mut timer =
+            StageTimer::new(progress, &[&self.options.device, &self.options.text_device]);
         let valid = request.validate(&Limits::default())?;
         for w in &valid.warnings {
             timer.warn(w.to_string());
@@ -169,7 +176,7 @@ impl Engine {
         self.check_request(&valid)?;
         let device = self.options.device.clone();
 
-        let (text, null_text) = timer.run(StageKind::EncodeText, None, |_| {
+        let (text, null_text, text_stats) = timer.run(StageKind::EncodeText, None, |_| {
             self.encode_text(&valid.request.prompt)
         })?;
         cancel.check()?;
@@ -205,23 +212,38 @@ impl Engine {
         }
         let base_steps = recipe.base.num_steps;
         let sr_steps = recipe.sr.as_ref().map_or(0, |s| s.num_steps);
-        let mut sampler = Sampler::new(&self.dit, recipe);
-        if let Some(sr) = sampler_sr {
+        let base_model = Counted::new(&self.dit);
+        let sr_model = sampler_sr.map(Counted::new);
+        let mut sampler = Sampler::new(&base_model, recipe);
+        if let Some(sr) = &sr_model {
             sampler = sampler.with_sr_model(sr);
         }
         let mut noise = SeededNoise::new(valid.request.seed);
-        let latents = {
+        let (latents, denoise) = {
             let mut observer = StepObserver {
                 timer: &mut timer,
                 cancel,
                 running: None,
+                step_start: std::time::Instant::now(),
                 base_steps,
                 sr_steps,
+                stages: Vec::new(),
             };
             let latents = sampler.sample(&inputs, &mut noise, &mut observer)?;
             observer.finish_running();
-            latents
+            (latents, observer.stages)
         };
+        let denoise = denoise
+            .into_iter()
+            .map(|(stage, step_times)| DenoiseStats {
+                stage,
+                step_times,
+                work: match (stage, &sr_model) {
+                    (StageKind::DenoiseSuperResolution, Some(sr)) => sr.take(),
+                    _ => base_model.take(),
+                },
+            })
+            .collect();
 
         let size = valid.sr.unwrap_or(valid.base);
         let frames = (latents.video.dim(2)? - 1) * crate::shapes::VAE_TEMPORAL_STRIDE + 1;
@@ -257,6 +279,8 @@ impl Engine {
             timings: timer.timings,
             warnings: timer.warnings,
             demo: self.demo,
+            denoise,
+            text: text_stats,
         })
     }
 
@@ -286,8 +310,9 @@ impl Engine {
         Ok(())
     }
 
-    /// The prompt's context and, when guidance needs it, the negative prompt's.
-    fn encode_text(&self, prompt: &str) -> Result<(TextContext, Option<TextContext>)> {
+    /// The prompt's context and, when guidance needs it, the negative prompt's, with the work
+    /// the encoder did.
+    fn encode_text(&self, prompt: &str) -> Result<(TextContext, Option<TextContext>, TextStats)> {
         let loaded;
         let encoder: &PromptEncoder = match &self.text {
             TextSource::Resident(e) => e,
@@ -297,15 +322,38 @@ impl Engine {
             }
         };
         let device = &self.options.device;
-        let text = text_context(&encoder.encode(prompt, device)?)?;
+        let encoded = encoder.encode(prompt, device)?;
+        let mut tokens = vec![encoded.token_count];
+        let text = text_context(&encoded)?;
         let null_text = if self.sampler.needs_negative_prompt() {
-            Some(text_context(
-                &encoder.encode_negative(self.negative_cache.as_ref(), device)?,
-            )?)
+            let cached = self.negative_is_cached(encoder)?;
+            let negative = encoder.encode_negative(self.negative_cache.as_ref(), device)?;
+            if !cached {
+                tokens.push(negative.token_count);
+            }
+            Some(text_context(&negative)?)
         } else {
             None
         };
-        Ok((text, null_text))
+        let config = encoder.encoder().config();
+        let flops = tokens.iter().map(|&t| text_encoder_flops(config, t)).sum();
+        Ok((text, null_text, TextStats { tokens, flops }))
+    }
+
+    /// Whether the negative prompt's context will come from the cache rather than the encoder.
+    fn negative_is_cached(&self, encoder: &PromptEncoder) -> Result<bool> {
+        let Some(cache) = &self.negative_cache else {
+            return Ok(false);
+        };
+        let e = encoder.encoder();
+        let key = negative_prompt_key(
+            encoder.tokenizer(),
+            e.identity(),
+            e.dtype(),
+            e.attention_mode(),
+            encoder.context_rows(),
+        )?;
+        Ok(cache.path(&key).is_file())
     }
 
     /// The reference image's latent at the base size and, with SR, at the SR size.
@@ -421,20 +469,42 @@ fn text_context(prompt: &EncodedPrompt) -> Result<TextContext> {
     TextContext::new(prompt.context_f32()?, prompt.original_len)
 }
 
-/// Bridges the sampler's step events to stage timing, progress and cancellation.
+/// Bridges the sampler's step events to stage and step timing, progress and cancellation.
 struct StepObserver<'t, 'p> {
     timer: &'t mut StageTimer<'p>,
     cancel: &'t CancelToken,
     running: Option<(StageKind, std::time::Instant)>,
+    /// When the current step began (the end of the previous one, or the stage's start).
+    step_start: std::time::Instant,
     base_steps: usize,
     sr_steps: usize,
+    /// Each stage that ran, with its steps' times.
+    stages: Vec<(StageKind, Vec<std::time::Duration>)>,
 }
 
 impl StepObserver<'_, '_> {
+    /// Ends the running stage. Its last step already synchronised the devices.
     fn finish_running(&mut self) {
         if let Some((stage, start)) = self.running.take() {
             self.timer.finish(stage, start.elapsed());
         }
+    }
+}
+
+/// The base stage's DiT variant and sampling recipe for `dit`.
+fn base_stage(dit: Dit) -> (DitVariant, SamplerConfig) {
+    match dit {
+        Dit::Base => (DitVariant::Base, SamplerConfig::base()),
+        Dit::Distill => (DitVariant::Distilled, SamplerConfig::distilled()),
+    }
+}
+
+/// The super-resolution DiT variant a resolution needs, if any.
+fn super_resolution_stage(resolution: Resolution) -> Option<DitVariant> {
+    match resolution {
+        Resolution::P256 => None,
+        Resolution::P540 => Some(DitVariant::Sr540p),
+        Resolution::P1080 => Some(DitVariant::Sr1080p),
     }
 }
 
@@ -447,15 +517,27 @@ impl SamplingObserver for StepObserver<'_, '_> {
             Stage::SuperResolution => (StageKind::DenoiseSuperResolution, self.sr_steps),
         };
         self.timer.start(kind, Some(steps as u64));
-        self.running = Some((kind, std::time::Instant::now()));
+        let now = std::time::Instant::now();
+        self.running = Some((kind, now));
+        self.step_start = now;
+        self.stages.push((kind, Vec::with_capacity(steps)));
         Ok(())
     }
 
     fn step_finished(&mut self, record: &StepRecord<'_>) -> Result<()> {
+        let _ = record;
+        self.timer.synchronize()?;
+        let now = std::time::Instant::now();
+        if let Some((_, steps)) = self.stages.last_mut() {
+            steps.push(now - self.step_start);
+        }
+        self.step_start = now;
         if let Some((kind, _)) = self.running {
             self.timer.advance(kind, 1);
         }
-        let _ = record;
         self.cancel.check()
     }
 }
+
+#[cfg(test)]
+mod tests;

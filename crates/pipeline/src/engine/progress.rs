@@ -5,8 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use candle_core::Device;
+
 use cadence_core::{Error, Result};
 
+use super::flops::DitWork;
 use super::sink::ClipInfo;
 
 /// The stages of a generation, in the order they run.
@@ -127,22 +130,71 @@ pub struct GenerationReport {
     pub warnings: Vec<String>,
     /// Whether the embedded tiny random demo model produced it.
     pub demo: bool,
+    /// Each denoising stage that ran: its steps' times and the DiT's work.
+    pub denoise: Vec<DenoiseStats>,
+    /// The text encoder's work.
+    pub text: TextStats,
+}
+
+/// One denoising stage in detail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenoiseStats {
+    /// [`StageKind::DenoiseBase`] or [`StageKind::DenoiseSuperResolution`].
+    pub stage: StageKind,
+    /// Wall time of each step, in order (the devices are synchronised at the end of each, so
+    /// on a GPU a step's time is its work, not the time to queue it). The first step also
+    /// carries the stage's set-up (initial noise, the SR stage's upsampling).
+    pub step_times: Vec<Duration>,
+    /// The DiT's forward passes and their operation count.
+    pub work: DitWork,
+}
+
+/// What the text encoder computed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TextStats {
+    /// Tokens of each prompt the encoder ran (the prompt, then the negative prompt when
+    /// guidance needs it and it was not served from the cache).
+    pub tokens: Vec<usize>,
+    /// Their operations (a multiply-add is 2): linear layers and attention products.
+    pub flops: u64,
 }
 
 /// Times stages and forwards events to a [`Progress`].
+///
+/// Device work is asynchronous (a GPU call returns once queued), so every time is read after
+/// synchronising the devices the engine uses; otherwise a stage would be charged for the work
+/// queued by the one before it.
 pub(crate) struct StageTimer<'p> {
     progress: &'p mut dyn Progress,
+    devices: Vec<Device>,
     pub(crate) timings: Vec<(StageKind, Duration)>,
     pub(crate) warnings: Vec<String>,
 }
 
 impl<'p> StageTimer<'p> {
-    pub(crate) fn new(progress: &'p mut dyn Progress) -> Self {
+    /// A timer that synchronises `devices` (each once, duplicates dropped) before reading the
+    /// clock.
+    pub(crate) fn new(progress: &'p mut dyn Progress, devices: &[&Device]) -> Self {
+        let mut unique: Vec<Device> = Vec::new();
+        for d in devices {
+            if !unique.iter().any(|u| u.same_device(d)) {
+                unique.push((*d).clone());
+            }
+        }
         Self {
             progress,
+            devices: unique,
             timings: Vec::new(),
             warnings: Vec::new(),
         }
+    }
+
+    /// Waits until every device has finished the work queued on it (nothing on the CPU).
+    pub(crate) fn synchronize(&self) -> Result<()> {
+        for d in &self.devices {
+            d.synchronize()?;
+        }
+        Ok(())
     }
 
     /// Runs `f` as `stage`, timing it.
@@ -155,6 +207,7 @@ impl<'p> StageTimer<'p> {
         self.start(stage, total);
         let start = Instant::now();
         let out = f(&mut *self.progress)?;
+        self.synchronize()?;
         self.finish(stage, start.elapsed());
         Ok(out)
     }
