@@ -84,6 +84,8 @@ fn main() {
         writeln!(
             generated,
             "/// The sm_90a cubin of `kernels/{stem}.cu` (`None`: built without nvcc).\n\
+             /// Every launcher module includes all of them and uses its own.\n\
+             #[allow(dead_code)]\n\
              pub const {name}: Option<&[u8]> = {value};"
         )
         .expect("writing to a String");

@@ -5,19 +5,40 @@
 //! symmetric padding, PyTorch's `F.conv3d` without dilation or groups. Spatial padding is zeros;
 //! temporal padding is zeros or, with [`Conv3dConfig::replicate_time`], copies of the edge frames
 //! (Turbo-VAED's convs). Wan's causal front-only padding is applied by the caller.
+//! [`conv3d_add`] also adds a residual of the output's shape (a resnet's skip connection), which
+//! the GPU kernel fuses into its epilogue.
 //!
-//! The reference implementation is a sum over the temporal taps of candle `conv2d` calls on the
-//! frames each tap sees, with frames folded into the batch axis. It is built only from candle
-//! ops, so it runs (and is the parity reference) on every device. Its memory is bounded: output
-//! frames are computed in groups reading at most [`FRAME_GROUP_BYTES`] of input and written into
-//! the preallocated output, so besides the input and the output it needs only per-group
-//! temporaries (frame gather, candle's NHWC copy, one tap's conv output, the accumulator):
-//! about five frames' worth for 1080p activations. Replicated time padding is realised by the
-//! frame gather's indices and costs no copy of the input.
+//! Implementations ([`Conv3dKernel`]):
 //!
-//! Dispatch: [`conv3d`] validates the arguments and picks the implementation for the input's
-//! device. Only the reference exists today; a Hopper kernel (implicit GEMM over the 27 taps in
-//! bf16) slots in as another arm of the `match` without any change to codec code.
+//! * the reference, a sum over the temporal taps of candle `conv2d` calls on the frames each tap
+//!   sees, with frames folded into the batch axis. It is built only from candle ops, so it runs
+//!   (and is the parity reference) on every device. Its memory is bounded: output frames are
+//!   computed in groups reading at most [`FRAME_GROUP_BYTES`] of input and written into the
+//!   preallocated output, so besides the input and the output it needs only per-group
+//!   temporaries (frame gather, candle's NHWC copy, one tap's conv output, the accumulator):
+//!   about five frames' worth for 1080p activations. Replicated time padding is realised by the
+//!   frame gather's indices and costs no copy of the input;
+//! * on CUDA devices of compute capability 9.x (H100, H200), feature `cuda`: the project's
+//!   implicit-GEMM kernel `kernels/conv3d_sm80.cu` (mma.sync tensor cores, bf16 in, f32
+//!   accumulation, bias and residual fused), for bf16 tensors. [`gemm`] describes its
+//!   decomposition and plans its launch; `kernels/CONV3D_NOTES.md` has the design and the
+//!   performance model.
+//!
+//! [`conv3d`] chooses per call: the GPU kernel where it applies, the reference otherwise;
+//! `CADENCE_CONV3D_KERNEL` ([`Conv3dKernel::ENV`]) overrides the choice.
+
+pub mod gemm;
+
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(test)]
+mod emulated;
+#[cfg(test)]
+mod test_shapes;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -88,26 +109,242 @@ impl Conv3dConfig {
     }
 }
 
+/// Which implementation computes a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Conv3dKernel {
+    /// The candle-op reference: any device, any float dtype; the parity baseline.
+    Reference,
+    /// `kernels/conv3d_sm80.cu`: implicit GEMM with mma.sync tensor cores and cp.async loads
+    /// (CUDA compute capability 9.x, bf16).
+    Mma,
+}
+
+impl Conv3dKernel {
+    /// Environment variable that overrides the automatic choice of [`conv3d`]: `reference` or
+    /// `mma` (self-tests and A/B runs of a whole codec).
+    pub const ENV: &'static str = "CADENCE_CONV3D_KERNEL";
+
+    /// Every implementation.
+    pub const ALL: [Self; 2] = [Self::Reference, Self::Mma];
+
+    /// The kernel [`conv3d`] uses on Hopper when nothing overrides it.
+    pub const DEFAULT_GPU: Self = Self::Mma;
+
+    /// The lower-case name used by [`Self::ENV`] and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Reference => "reference",
+            Self::Mma => "mma",
+        }
+    }
+}
+
+impl fmt::Display for Conv3dKernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Conv3dKernel {
+    type Err = candle_core::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "unknown conv3d kernel {s:?} (expected reference or mma)"
+                ))
+            })
+    }
+}
+
+/// How [`conv3d_with`] computes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Conv3dOptions {
+    /// The implementation; `None` chooses per call (see [`conv3d`]).
+    pub kernel: Option<Conv3dKernel>,
+    /// Fill a GPU kernel's output with NaN before the launch, so an element the kernel fails
+    /// to write shows up as NaN (self-tests). The reference ignores it.
+    pub poison_output: bool,
+}
+
 /// `y = conv3d(x, weight) + bias` for `x: [B, C_in, T, H, W]`, `weight: [C_out, C_in, kt, kh, kw]`,
 /// `bias: [C_out]`; returns a contiguous `[B, C_out, T', H', W']` in `x`'s dtype and device.
+///
+/// The implementation is chosen per call: [`Conv3dKernel::DEFAULT_GPU`] for bf16 tensors on a
+/// CUDA device of compute capability 9.x when the kernel supports the shape (see
+/// [`gemm::Geometry::plan`]), the reference otherwise. `CADENCE_CONV3D_KERNEL`
+/// ([`Conv3dKernel::ENV`]) replaces the GPU kernel (`reference`: never a GPU kernel).
 pub fn conv3d(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     cfg: Conv3dConfig,
 ) -> Result<Tensor> {
+    conv3d_with(&Conv3dOptions::default(), x, weight, bias, None, cfg)
+}
+
+/// [`conv3d`] plus `residual` (the output's shape and dtype): `conv3d(x) + bias + residual`.
+///
+/// The GPU kernel adds the residual to its f32 accumulator and rounds once; the reference
+/// rounds the convolution to the compute dtype first, as an unfused `conv + residual` would
+/// (at most one bf16 rounding step apart).
+pub fn conv3d_add(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: &Tensor,
+    cfg: Conv3dConfig,
+) -> Result<Tensor> {
+    conv3d_with(
+        &Conv3dOptions::default(),
+        x,
+        weight,
+        bias,
+        Some(residual),
+        cfg,
+    )
+}
+
+/// [`conv3d`] / [`conv3d_add`] with explicit options. A GPU kernel named in `options` that
+/// cannot compute these inputs is an error, not a silent fallback. Without a kernel in
+/// `options` the choice is automatic (see [`conv3d`]).
+pub fn conv3d_with(
+    options: &Conv3dOptions,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    cfg: Conv3dConfig,
+) -> Result<Tensor> {
     validate(x, weight, bias, cfg)?;
-    match x.device() {
+    if let Some(r) = residual {
+        let out = output_dims(x, weight, cfg)?;
+        if r.dims() != out || r.dtype() != x.dtype() || !r.device().same_device(x.device()) {
+            candle_core::bail!(
+                "conv3d: residual {:?} {:?} must match the output {out:?} {:?} on the input's device",
+                r.dims(),
+                r.dtype(),
+                x.dtype()
+            );
+        }
+    }
+    let (kernel, strict) = match options.kernel {
+        Some(kernel) => (kernel, true),
+        None => (
+            kernel_from_env()?.unwrap_or(Conv3dKernel::DEFAULT_GPU),
+            false,
+        ),
+    };
+    match kernel {
+        Conv3dKernel::Reference => reference_with_residual(x, weight, bias, residual, cfg),
+        Conv3dKernel::Mma => gpu_conv3d(
+            kernel,
+            strict,
+            options.poison_output,
+            x,
+            weight,
+            bias,
+            residual,
+            cfg,
+        ),
+    }
+}
+
+/// The kernel named by [`Conv3dKernel::ENV`], read once per process.
+fn kernel_from_env() -> Result<Option<Conv3dKernel>> {
+    static CHOICE: OnceLock<std::result::Result<Option<Conv3dKernel>, String>> = OnceLock::new();
+    CHOICE
+        .get_or_init(|| match std::env::var(Conv3dKernel::ENV) {
+            Ok(name) if !name.is_empty() => name
+                .parse()
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", Conv3dKernel::ENV)),
+            _ => Ok(None),
+        })
+        .clone()
+        .map_err(candle_core::Error::Msg)
+}
+
+/// GPU `kernel` when it can compute the call; otherwise an error (`strict`) or the reference.
+#[cfg(feature = "cuda")]
+#[allow(clippy::too_many_arguments)]
+fn gpu_conv3d(
+    kernel: Conv3dKernel,
+    strict: bool,
+    poison_output: bool,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    cfg: Conv3dConfig,
+) -> Result<Tensor> {
+    match cuda::plan(x, weight, cfg)? {
+        cuda::Plan::Run(geometry) => cuda::run(&geometry, x, weight, bias, residual, poison_output),
+        cuda::Plan::Unsupported(why) if strict => {
+            candle_core::bail!("the {kernel} conv3d kernel cannot compute this call: {why}")
+        }
+        cuda::Plan::Unsupported(_) => reference_with_residual(x, weight, bias, residual, cfg),
+    }
+}
+
+/// Without the `cuda` feature only the reference exists.
+#[cfg(not(feature = "cuda"))]
+#[allow(clippy::too_many_arguments)]
+fn gpu_conv3d(
+    kernel: Conv3dKernel,
+    strict: bool,
+    _poison_output: bool,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    cfg: Conv3dConfig,
+) -> Result<Tensor> {
+    if strict {
+        candle_core::bail!("the {kernel} conv3d kernel needs cadence-kernels' `cuda` feature")
+    }
+    reference_with_residual(x, weight, bias, residual, cfg)
+}
+
+/// The reference on `x`'s device, plus the residual.
+fn reference_with_residual(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    cfg: Conv3dConfig,
+) -> Result<Tensor> {
+    let y = match x.device() {
         // candle's CPU matmul has no half-precision path: compute in f32 (what a bf16 GPU kernel
         // accumulates in anyway) and round the result back to the input dtype.
         Device::Cpu if matches!(x.dtype(), DType::BF16 | DType::F16) => {
             let f = |t: &Tensor| t.to_dtype(DType::F32);
             let bias = bias.map(f).transpose()?;
-            reference(&f(x)?, &f(weight)?, bias.as_ref(), cfg)?.to_dtype(x.dtype())
+            reference(&f(x)?, &f(weight)?, bias.as_ref(), cfg)?.to_dtype(x.dtype())?
         }
-        // The dispatch point: device kernels are added as arms here.
-        Device::Cpu | Device::Cuda(_) | Device::Metal(_) => reference(x, weight, bias, cfg),
+        Device::Cpu | Device::Cuda(_) | Device::Metal(_) => reference(x, weight, bias, cfg)?,
+    };
+    match residual {
+        Some(r) => y + r,
+        None => Ok(y),
     }
+}
+
+/// `[B, C_out, T', H', W']` of a validated call.
+fn output_dims(x: &Tensor, w: &Tensor, cfg: Conv3dConfig) -> Result<[usize; 5]> {
+    let (b, _, t, h, wd) = x.dims5()?;
+    let (c_out, _, kt, kh, kw) = w.dims5()?;
+    let (s, p) = (cfg.stride, cfg.padding);
+    Ok([
+        b,
+        c_out,
+        (t + 2 * p.t - kt) / s.t + 1,
+        (h + 2 * p.h - kh) / s.h + 1,
+        (wd + 2 * p.w - kw) / s.w + 1,
+    ])
 }
 
 fn validate(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, cfg: Conv3dConfig) -> Result<()> {

@@ -1,0 +1,365 @@
+//! Launching `kernels/conv3d_sm80.cu` on candle's CUDA stream.
+//!
+//! [`plan`] decides whether the kernel can compute a call (a CUDA device of compute capability
+//! 9.x, bf16 input and weights, a shape [`Geometry::plan`] accepts). [`run`] then
+//!
+//! 1. reorders the weights to the kernel's B layout and the bias to f32 (candle ops on the
+//!    device; a few MB per call, well under 1 % of the convolution's time);
+//! 2. copies the input to channels-last `[N, T·H·W, c_pad]` with `cadence_conv3d_channels_last`
+//!    ([`ChannelsLastOp`], a candle `CustomOp1`; an input view narrowed along time or batch is
+//!    read in place, anything else is made contiguous first);
+//! 3. launches the convolution entry point of the planned tile width ([`ConvOp`], a
+//!    `CustomOp2` on the copy and the weights; bias and residual ride in the op) with
+//!    [`Geometry::ctas`] CTAs of [`THREADS`] threads and [`TileN::smem_bytes`] of shared
+//!    memory.
+//!
+//! With `poison_output` both the copy and the output are filled with bf16 NaN first, so an
+//! element either kernel fails to write shows up in a self-test.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use candle_core::cuda_backend::cudarc::driver::{
+    sys, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
+    LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
+use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor,
+};
+use half::bf16;
+
+use super::gemm::{
+    gemm_weights, ChannelsLastParams, Geometry, Params, TileN, THREADS, TRANSPOSE_POSITIONS,
+};
+use super::Conv3dConfig;
+
+mod cubins {
+    include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+}
+
+const TRANSPOSE_ENTRY: &str = "cadence_conv3d_channels_last";
+
+// SAFETY: plain old data with the C layout of the kernels' parameters (asserted in gemm.rs and
+// in conv3d_common.cuh).
+unsafe impl DeviceRepr for Params {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for ChannelsLastParams {}
+
+/// What [`plan`] decided.
+pub(super) enum Plan {
+    /// The kernel can compute the call.
+    Run(Box<Geometry>),
+    /// It cannot, for the reason given.
+    Unsupported(String),
+}
+
+/// Whether the kernel can compute `conv3d(x, weight, cfg)` (arguments already validated).
+pub(super) fn plan(x: &Tensor, weight: &Tensor, cfg: Conv3dConfig) -> Result<Plan> {
+    let Device::Cuda(dev) = x.device() else {
+        return Ok(Plan::Unsupported(format!(
+            "the tensors are on {:?}, not a CUDA device",
+            x.device().location()
+        )));
+    };
+    let major = dev
+        .cuda_stream()
+        .context()
+        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+        .w()?;
+    if major != 9 {
+        return Ok(Plan::Unsupported(format!(
+            "the kernel is built for compute capability 9.x (sm_90a), the device has {major}.x"
+        )));
+    }
+    for (name, t) in [("input", x), ("weight", weight)] {
+        if t.dtype() != DType::BF16 {
+            return Ok(Plan::Unsupported(format!(
+                "the {name} is {:?}; the kernel takes bf16",
+                t.dtype()
+            )));
+        }
+    }
+    let dims = |t: &Tensor| -> Result<[usize; 5]> {
+        let (a, b, c, d, e) = t.dims5()?;
+        Ok([a, b, c, d, e])
+    };
+    Ok(match Geometry::plan(dims(x)?, dims(weight)?, cfg) {
+        Ok(g) => Plan::Run(Box::new(g)),
+        Err(why) => Plan::Unsupported(why),
+    })
+}
+
+/// Runs the planned convolution: `conv3d(x, weight) + bias (+ residual)` as bf16 NCTHW.
+pub(super) fn run(
+    g: &Geometry,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    poison_output: bool,
+) -> Result<Tensor> {
+    let weights = gemm_weights(weight, g.c_pad)?;
+    let bias = bias
+        .map(|b| b.to_dtype(DType::F32)?.contiguous())
+        .transpose()?;
+    let residual = residual.map(Tensor::contiguous).transpose()?;
+    // The transposition reads any batch and channel strides, but frames, rows and columns
+    // must be dense.
+    let x = if dense_frames(x.layout()) {
+        x.clone()
+    } else {
+        x.contiguous()?
+    };
+    let channels_last = x.apply_op1_no_bwd(&ChannelsLastOp {
+        geometry: g.clone(),
+        poison_output,
+    })?;
+    channels_last.apply_op2_no_bwd(
+        &weights,
+        &ConvOp {
+            geometry: g.clone(),
+            bias,
+            residual,
+            poison_output,
+        },
+    )
+}
+
+/// Whether a `[N, C, T, H, W]` layout has dense `T, H, W` (strides `H·W`, `W`, 1).
+fn dense_frames(l: &Layout) -> bool {
+    let (d, s) = (l.dims(), l.stride());
+    d.len() == 5 && s[4] == 1 && s[3] == d[4] && s[2] == d[3] * d[4]
+}
+
+/// The loaded function `entry` of the conv3d cubin on `dev`, loaded once per (device, entry),
+/// with its dynamic shared-memory limit raised to `smem_bytes`.
+fn function(dev: &CudaDevice, entry: &'static str, smem_bytes: usize) -> Result<CudaFunction> {
+    type Loaded = HashMap<(candle_core::cuda_backend::DeviceId, &'static str), CudaFunction>;
+    static LOADED: OnceLock<Mutex<Loaded>> = OnceLock::new();
+    let key = (dev.id(), entry);
+    let mut loaded = LOADED
+        .get_or_init(Default::default)
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("conv3d kernel cache poisoned".into()))?;
+    if let Some(f) = loaded.get(&key) {
+        return Ok(f.clone());
+    }
+    let cubin = match cubins::CONV3D_SM80 {
+        Some(bytes) if !bytes.is_empty() => bytes,
+        // Empty: compiled by scripts/cuda/fake-nvcc (type-checking builds only).
+        _ => bail!(
+            "the conv3d kernel was not compiled into this build of cadence-kernels (nvcc was \
+             missing or fake); install the CUDA 13.0 toolkit with \
+             `eval \"$(scripts/cuda/toolkit.sh)\"` and rebuild with --features cuda, or set \
+             CADENCE_CONV3D_KERNEL=reference"
+        ),
+    };
+    let module: Arc<CudaModule> = dev
+        .cuda_stream()
+        .context()
+        .load_module(Ptx::from_binary(cubin.to_vec()))
+        .w()?;
+    let f = module.load_function(entry).w()?;
+    if smem_bytes > 0 {
+        f.set_attribute(
+            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem_bytes as i32,
+        )
+        .w()?;
+    }
+    loaded.insert(key, f.clone());
+    Ok(f)
+}
+
+/// Fills `len` bf16 values at `ptr` with NaN on `stream`.
+fn poison(ptr: sys::CUdeviceptr, len: usize, stream: &CudaStream) -> Result<()> {
+    // SAFETY: ptr addresses `len` u16 values of a live allocation on this stream's context.
+    unsafe { sys::cuMemsetD16Async(ptr, 0x7FC0, len, stream.cu_stream()) }
+        .result()
+        .w()?;
+    Ok(())
+}
+
+/// Allocates `len` bf16 values on `stream` (uninitialised: the kernels write every element,
+/// which the poisoned self-tests check).
+fn alloc(stream: &Arc<CudaStream>, len: usize) -> Result<CudaSlice<bf16>> {
+    // SAFETY: see the function's doc: every element is written before it is read.
+    unsafe { stream.alloc::<bf16>(len) }.w()
+}
+
+/// NCTHW (dense frames) -> `[N, T·H·W, c_pad]` bf16, channels past `C` zero.
+struct ChannelsLastOp {
+    geometry: Geometry,
+    poison_output: bool,
+}
+
+impl CustomOp1 for ChannelsLastOp {
+    fn name(&self) -> &'static str {
+        "cadence-conv3d-channels-last"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        bail!("the conv3d kernel runs on CUDA devices only")
+    }
+
+    fn cuda_fwd(&self, storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
+        let g = &self.geometry;
+        if !dense_frames(layout) {
+            bail!("conv3d kernel: the input's frames must be dense (internal error)");
+        }
+        let dev = &storage.device;
+        let stream = dev.cuda_stream();
+        let func = function(dev, TRANSPOSE_ENTRY, 0)?;
+        let x = storage.as_cuda_slice::<bf16>()?;
+        let strides = (layout.stride()[0], layout.stride()[1]);
+        let offset = layout.start_offset();
+        let mut out = alloc(&stream, g.channels_last_len())?;
+        let (x_ptr, _x_sync) = x.device_ptr(&stream);
+        let (o_ptr, _o_sync) = out.device_ptr_mut(&stream);
+        if self.poison_output {
+            poison(o_ptr, g.channels_last_len(), &stream)?;
+        }
+        let mut params = g.transpose_params(strides, offset);
+        params.x = x_ptr + (offset * 2) as u64;
+        params.out = o_ptr;
+        let (gx, gy, gz) = g.transpose_grid();
+        let cfg = LaunchConfig {
+            grid_dim: (gx, gy, gz),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        debug_assert_eq!(
+            gx as usize,
+            g.input_positions().div_ceil(TRANSPOSE_POSITIONS)
+        );
+        let mut launch = stream.launch_builder(&func);
+        launch.arg(&params);
+        // SAFETY: `params` mirrors ChannelsLastParams; x addresses the input view (every
+        // element it reads lies inside the storage, by the layout), out holds
+        // channels_last_len() values; both stay alive and ordered by the sync guards.
+        unsafe { launch.launch(cfg) }.w()?;
+        drop((_x_sync, _o_sync));
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev.clone()),
+            Shape::from((g.batch, g.input_positions(), g.c_pad)),
+        ))
+    }
+}
+
+/// The convolution on the channels-last input and the reordered weights.
+struct ConvOp {
+    geometry: Geometry,
+    /// `[C_out]` f32, contiguous, on the device.
+    bias: Option<Tensor>,
+    /// The output's shape in bf16, contiguous, on the device.
+    residual: Option<Tensor>,
+    poison_output: bool,
+}
+
+/// The CUDA storage and element offset of a contiguous tensor held by an op.
+fn cuda_view<'a>(
+    storage: &'a Storage,
+    layout: &Layout,
+    what: &str,
+) -> Result<(&'a CudaStorage, usize)> {
+    match (storage, layout.contiguous_offsets()) {
+        (Storage::Cuda(s), Some((start, _))) => Ok((s, start)),
+        (Storage::Cuda(_), None) => bail!("conv3d kernel: the {what} must be contiguous"),
+        _ => bail!("conv3d kernel: the {what} must be on the CUDA device of the input"),
+    }
+}
+
+impl CustomOp2 for ConvOp {
+    fn name(&self) -> &'static str {
+        "cadence-conv3d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        bail!("the conv3d kernel runs on CUDA devices only")
+    }
+
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let g = &self.geometry;
+        let tile: TileN = g.tile_n;
+        let dev = &xs.device;
+        let stream = dev.cuda_stream();
+        let func = function(dev, tile.entry(), tile.smem_bytes())?;
+        let (Some((x0, _)), Some((w0, _))) = (xl.contiguous_offsets(), wl.contiguous_offsets())
+        else {
+            bail!("conv3d kernel: the channels-last input and the weights must be contiguous");
+        };
+        let x = xs.as_cuda_slice::<bf16>()?;
+        let w = ws.as_cuda_slice::<bf16>()?;
+
+        let bias_guard = self.bias.as_ref().map(Tensor::storage_and_layout);
+        let bias = match &bias_guard {
+            Some((storage, layout)) => {
+                let (s, start) = cuda_view(storage, layout, "bias")?;
+                Some((s.as_cuda_slice::<f32>()?, start))
+            }
+            None => None,
+        };
+        let residual_guard = self.residual.as_ref().map(Tensor::storage_and_layout);
+        let residual = match &residual_guard {
+            Some((storage, layout)) => {
+                let (s, start) = cuda_view(storage, layout, "residual")?;
+                Some((s.as_cuda_slice::<bf16>()?, start))
+            }
+            None => None,
+        };
+
+        let out_len: usize = g.output_dims().iter().product();
+        let mut out = alloc(&stream, out_len)?;
+        let (x_ptr, _x_sync) = x.device_ptr(&stream);
+        let (w_ptr, _w_sync) = w.device_ptr(&stream);
+        let bias_ptr = bias.map(|(b, start)| (b.device_ptr(&stream), start));
+        let res_ptr = residual.map(|(r, start)| (r.device_ptr(&stream), start));
+        let (o_ptr, _o_sync) = out.device_ptr_mut(&stream);
+        if self.poison_output {
+            poison(o_ptr, out_len, &stream)?;
+        }
+
+        let mut params = g.params(g.vector_store(res_ptr.as_ref().map(|(_, start)| *start)));
+        params.x = x_ptr + (x0 * 2) as u64;
+        params.weight = w_ptr + (w0 * 2) as u64;
+        params.bias = bias_ptr
+            .as_ref()
+            .map_or(0, |((p, _), start)| p + (start * 4) as u64);
+        params.residual = res_ptr
+            .as_ref()
+            .map_or(0, |((p, _), start)| p + (start * 2) as u64);
+        params.out = o_ptr;
+        let cfg = LaunchConfig {
+            grid_dim: (g.ctas() as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: tile.smem_bytes() as u32,
+        };
+        let mut launch = stream.launch_builder(&func);
+        launch.arg(&params);
+        // SAFETY: `params` mirrors Conv3dParams. The channels-last input holds
+        // channels_last_len() values, the weights c_pad·taps·C_out, the bias C_out f32, the
+        // residual and the output the output's element count; the kernel reads and writes
+        // nothing else (checked by the emulator tests). Everything stays alive and ordered on
+        // this stream by the sync guards, dropped after the launch is queued.
+        unsafe { launch.launch(cfg) }.w()?;
+        drop((_x_sync, _w_sync, _o_sync, bias_ptr, res_ptr));
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev.clone()),
+            Shape::from(g.output_dims().to_vec()),
+        ))
+    }
+}
