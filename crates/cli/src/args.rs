@@ -62,6 +62,9 @@ pub enum Command {
     /// Check this build on this device against the golden parity fixtures.
     #[command(after_help = SELFTEST_HELP)]
     Selftest(SelftestArgs),
+    /// Time clips stage by stage: seconds, GPU memory, achieved TFLOP/s.
+    #[command(after_help = BENCH_HELP)]
+    Bench(BenchArgs),
 }
 
 const GENERATE_HELP: &str = "\
@@ -117,6 +120,26 @@ device; the video codecs run their f32 check and then their production bf16 chec
 relative L2); everything else is f32. On CUDA, candle's f32 matrix products use full f32 (cuBLAS
 CUBLAS_COMPUTE_32F; TF32 stays off, and selftest makes sure of it), so the f32 cases are held to
 the same tight tolerances as on the CPU.";
+
+const BENCH_HELP: &str = "\
+Examples:
+  cadence bench --demo --runs 2 --resolution 256p --model distilled --out bench/
+  cadence bench --device cuda --resolution 256p --model distilled --out bench/
+  cadence bench --device cuda --runs 5 --out bench/        # 256p, 540p and 1080p, both models
+  cadence bench --device cuda --random-weights --resolution 1080p --model distilled
+
+For each resolution and model: one cold run (building the models and moving them to the
+device, then a clip) and --runs warm runs; the medians of the seconds per clip and per stage
+(text encoding, each denoising stage and its steps, video decoding, audio decoding, muxing),
+the peak GPU memory per stage, and the achieved TFLOP/s of the DiT stages and the text encoder
+against a GEMM peak measured in the same run (a bf16 product shaped like the DiT's QKV
+projection). The table goes to stdout (--json: the JSON document); --out DIR writes both
+bench.json and bench.md there.
+
+Without --demo the models have their real sizes (15B parameters per DiT), so a GPU is needed;
+the installed weights are used when complete, else random weights at the real sizes (the report
+says so: time and memory are representative, the clips are noise). --demo runs the embedded tiny
+model on the CPU: it checks the harness, its numbers do not describe the real model.";
 
 /// Which DiT denoises the base stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -292,6 +315,70 @@ pub struct CheckArgs {
     pub hashes: bool,
 }
 
+/// `cadence bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Resolutions to measure (repeatable) [default: 256p, 540p and 1080p].
+    #[arg(long, value_enum, value_name = "RESOLUTION")]
+    pub resolution: Vec<Resolution>,
+    /// Base models to measure (repeatable) [default: distilled and base].
+    #[arg(long, value_enum, value_name = "MODEL")]
+    pub model: Vec<Model>,
+    /// Warm runs per scenario (the engine already built); the report gives their median.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs: u64,
+    /// Cold runs per scenario, each building the models anew.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cold_runs: u64,
+    /// Clip length in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u32,
+    /// The prompt of every run [default: a 200-byte scene description].
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Seed of every run.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// The embedded tiny model on the CPU (checks the harness; the numbers are not the model's).
+    #[arg(long)]
+    pub demo: bool,
+    /// Run the real sizes on the CPU anyway (15B parameters per DiT: very slow, ~100 GB RAM).
+    #[arg(long, conflicts_with = "demo")]
+    pub allow_cpu: bool,
+    /// Random weights at the real sizes even when the real ones are installed.
+    #[arg(long, conflicts_with = "demo")]
+    pub random_weights: bool,
+    /// Weights location.
+    #[command(flatten)]
+    pub weights: WeightsArgs,
+    /// The reference GEMM as MxKxN [default: 4096x5120x7208, the DiT's QKV projection over
+    /// 4096 tokens; 256x512x512 with --demo].
+    #[arg(long, value_name = "MxKxN", value_parser = parse_gemm)]
+    pub gemm: Option<(usize, usize, usize)>,
+    /// Write bench.json and bench.md into this folder (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print the JSON document on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `4096x5120x7208` as `(m, k, n)`.
+fn parse_gemm(text: &str) -> Result<(usize, usize, usize), String> {
+    let dims: Vec<usize> = text
+        .split('x')
+        .map(|d| d.trim().parse::<usize>().ok().filter(|&v| v > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("{text:?} is not MxKxN with positive integers"))?;
+    match dims[..] {
+        [m, k, n] => Ok((m, k, n)),
+        _ => Err(format!("{text:?} is not MxKxN (three sizes)")),
+    }
+}
+
 /// `cadence selftest`.
 #[derive(Debug, Args)]
 pub struct SelftestArgs {
@@ -312,6 +399,14 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn gemm_shapes_parse() {
+        assert_eq!(parse_gemm("4096x5120x7208"), Ok((4096, 5120, 7208)));
+        assert!(parse_gemm("4096x5120").is_err());
+        assert!(parse_gemm("0x1x1").is_err());
+        assert!(parse_gemm("ax1x1").is_err());
     }
 
     #[test]

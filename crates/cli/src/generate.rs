@@ -122,20 +122,26 @@ fn random_seed() -> u64 {
     RandomState::new().hash_one(std::process::id()) % 1_000_000_000
 }
 
-/// The request: sizes from the preset or `--width/--height`, the inputs, the length, the seed.
-fn request(args: &GenerateArgs, plan: &Plan, prompt: String, seed: u64) -> GenerationRequest {
-    let output = match (args.width, args.height) {
-        (Some(w), Some(h)) => (w, h),
-        _ => match args.mode.resolution {
-            Resolution::P256 => (448, 256),
-            Resolution::P540 => (896, 512),
-            Resolution::P1080 => (1920, 1088),
-        },
-    };
-    let (base, sr) = match args.mode.resolution {
+/// The base-stage size and, with super-resolution, the output size of a preset, or of the
+/// `custom` output shape (`--width/--height`) under that preset.
+pub fn stage_sizes(
+    resolution: Resolution,
+    custom: Option<(u32, u32)>,
+) -> ((u32, u32), Option<(u32, u32)>) {
+    let output = custom.unwrap_or(match resolution {
+        Resolution::P256 => (448, 256),
+        Resolution::P540 => (896, 512),
+        Resolution::P1080 => (1920, 1088),
+    });
+    match resolution {
         Resolution::P256 => (output, None),
         Resolution::P540 | Resolution::P1080 => (base_size(output), Some(output)),
-    };
+    }
+}
+
+/// The request: sizes from the preset or `--width/--height`, the inputs, the length, the seed.
+fn request(args: &GenerateArgs, plan: &Plan, prompt: String, seed: u64) -> GenerationRequest {
+    let (base, sr) = stage_sizes(args.mode.resolution, args.width.zip(args.height));
     GenerationRequest {
         prompt,
         image: args.image.clone(),

@@ -2,6 +2,7 @@
 //! sets up output and turns the outcome into an exit code; each subcommand lives in its module.
 
 mod args;
+mod bench;
 mod check;
 mod device;
 mod errors;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         Command::Fetch(a) => fetch::run(a, &out),
         Command::Check(a) => check::run(a),
         Command::Selftest(a) => selftest::run(a),
+        Command::Bench(a) => bench::run(a, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
