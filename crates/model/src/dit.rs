@@ -10,10 +10,11 @@ use crate::config::DitConfig;
 use crate::experts::ExpertNorm;
 use crate::layer::{LayerContext, TransformerLayer};
 use crate::packing::{self, Modality, ModalitySpans, Packed, PackingConfig};
+use crate::precision::{LoadOptions, WeightFormat};
 use crate::rope::{default_bands, rope_table};
 use crate::trace::{record, Trace};
 use crate::variant::DitVariant;
-use crate::weights::{expected_tensors, EMBEDDERS, HEADS, ROPE_BANDS};
+use crate::weights::{accepted_tensors, expected_tensors, EMBEDDERS, HEADS, ROPE_BANDS};
 
 /// Name of the optional architecture file beside a checkpoint.
 pub const CONFIG_FILE: &str = "config.json";
@@ -32,6 +33,7 @@ pub struct DitOutput {
 pub struct DitModel {
     config: DitConfig,
     compute: DType,
+    weight_format: WeightFormat,
     device: Device,
     /// (weight `(hidden, in)`, bias) per modality, f32.
     embedders: Vec<(Tensor, Tensor)>,
@@ -83,17 +85,27 @@ impl DitModel {
         compute: DType,
         device: &Device,
     ) -> Result<Self> {
+        Self::load_dir_with(dir, variant, &LoadOptions::dense(compute), device)
+    }
+
+    /// [`Self::load_dir`] with explicit options (FP8 weights: [`LoadOptions::fp8`]).
+    pub fn load_dir_with(
+        dir: &Path,
+        variant: DitVariant,
+        options: &LoadOptions,
+        device: &Device,
+    ) -> Result<Self> {
         let config_path = dir.join(CONFIG_FILE);
         let config = if config_path.is_file() {
             DitConfig::from_json_file(&config_path)?
         } else {
             variant.config()
         };
-        Self::load(&Checkpoint::open(dir)?, config, compute, device)
+        Self::load_with(&Checkpoint::open(dir)?, config, options, device)
     }
 
     /// Loads the model from a checkpoint (or any weight source) after verifying every key and
-    /// shape.
+    /// shape, with dense GEMM weights.
     ///
     /// GEMM weights are held in `compute` (bf16 in production; f32 for exact checks), every
     /// other tensor in f32, whatever the file stores. Each tensor is converted as it is read,
@@ -104,13 +116,27 @@ impl DitModel {
         compute: DType,
         device: &Device,
     ) -> Result<Self> {
+        Self::load_with(ckpt, config, &LoadOptions::dense(compute), device)
+    }
+
+    /// [`Self::load`] with explicit options: with [`WeightFormat::Fp8`] each GEMM weight is
+    /// quantised per output channel as it is read (or taken as stored from an FP8 checkpoint,
+    /// see [`crate::fp8_checkpoint`]), so the dense copy of one tensor at a time is the only
+    /// transient.
+    pub fn load_with(
+        ckpt: &dyn WeightSource,
+        config: DitConfig,
+        options: &LoadOptions,
+        device: &Device,
+    ) -> Result<Self> {
         config.validate()?;
+        let compute = options.compute;
         if !matches!(compute, DType::F32 | DType::BF16 | DType::F16) {
             return Err(Error::Config(format!(
                 "compute dtype {compute:?} is not a float type"
             )));
         }
-        ckpt.verify("", &expected_tensors(&config))?;
+        ckpt.verify("", &accepted_tensors(&config))?;
         let f32_tensor = |key: &str| ckpt.load(key, DType::F32, device);
         let embedders = EMBEDDERS
             .iter()
@@ -124,12 +150,13 @@ impl DitModel {
             default_bands(config.rope_bands())
         };
         let layers = (0..config.num_layers)
-            .map(|i| TransformerLayer::load(ckpt, &config, i, compute, device))
+            .map(|i| TransformerLayer::load(ckpt, &config, i, options, device))
             .collect::<Result<Vec<_>>>()?;
         let [video_head, audio_head] = HEADS;
         Ok(Self {
             config,
             compute,
+            weight_format: options.weights,
             device: device.clone(),
             embedders,
             bands,
@@ -142,8 +169,13 @@ impl DitModel {
     /// The model with random weights at `config`'s size, drawn on `device` (benchmarks and
     /// memory checks at the real size when the real weights are absent; the output is noise).
     pub fn random(config: DitConfig, compute: DType, device: &Device) -> Result<Self> {
+        Self::random_with(config, &LoadOptions::dense(compute), device)
+    }
+
+    /// [`Self::random`] with explicit options (FP8 benchmarks at the real size).
+    pub fn random_with(config: DitConfig, options: &LoadOptions, device: &Device) -> Result<Self> {
         let source = RandomWeights::on_device(&expected_tensors(&config), "");
-        Self::load(&source, config, compute, device)
+        Self::load_with(&source, config, options, device)
     }
 
     /// The architecture.
@@ -154,6 +186,11 @@ impl DitModel {
     /// The GEMM compute dtype.
     pub fn compute_dtype(&self) -> DType {
         self.compute
+    }
+
+    /// How the block's GEMM weights are held.
+    pub fn weight_format(&self) -> WeightFormat {
+        self.weight_format
     }
 
     /// The device holding the weights.

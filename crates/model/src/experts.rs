@@ -8,9 +8,11 @@ use candle_core::{DType, Device, Tensor};
 
 use cadence_core::{Result, WeightSource};
 use cadence_kernels::norm::rms_norm;
+use cadence_kernels::{linear, LinearWeight};
 
 use crate::config::NORM_EPS;
 use crate::packing::{Modality, ModalitySpans};
+use crate::precision::{load_linear, LoadOptions};
 
 /// Runs `f(rows, expert)` on each modality's span of `x` (dim 0) and concatenates the results.
 /// With a single expert, `f` sees all rows at once.
@@ -33,25 +35,27 @@ fn per_expert(
     Ok(Tensor::cat(&parts, 0)?)
 }
 
-/// A bias-free linear layer with one weight block per expert: `(experts·out, in)`.
+/// A bias-free linear layer with one weight block per expert: `(experts·out, in)`, dense or
+/// FP8 ([`crate::precision::WeightFormat`]); the product runs through the op boundary's [`linear`].
 #[derive(Debug, Clone)]
 pub struct ExpertLinear {
-    weight: Tensor,
+    weight: LinearWeight,
     out_features: usize,
     experts: usize,
 }
 
 impl ExpertLinear {
-    /// Loads `key` (already verified to be `(experts·out, in)`) in the compute dtype.
+    /// Loads `key` (already verified to be `(experts·out, in)`), dense in the compute dtype or
+    /// FP8, as `options` say.
     pub fn load(
         ckpt: &dyn WeightSource,
         key: &str,
         experts: usize,
-        dtype: DType,
+        options: &LoadOptions,
         device: &Device,
     ) -> Result<Self> {
-        let weight = ckpt.load(key, dtype, device)?;
-        let out_features = weight.dim(0)? / experts;
+        let weight = load_linear(ckpt, key, options.compute, options.weights, device)?;
+        let out_features = weight.out_features()? / experts;
         Ok(Self {
             weight,
             out_features,
@@ -59,16 +63,21 @@ impl ExpertLinear {
         })
     }
 
-    /// `x · Wₑᵀ` per expert. `x` is `(L, in)` in the weight's dtype; the product accumulates
-    /// in f32 and is returned in that dtype (rounded once, as the reference's bf16 GEMM).
+    /// `x · Wₑᵀ` per expert, `x` `(L, in)` in the compute dtype; the product accumulates in f32
+    /// and is returned in the compute dtype (rounded once, as the reference's bf16 GEMM). With
+    /// FP8 weights each expert's rows are quantised per token on the way in.
     pub fn forward(&self, x: &Tensor, spans: &ModalitySpans) -> Result<Tensor> {
-        let x = x.to_dtype(self.weight.dtype())?;
-        per_expert(&x, spans, self.experts, |rows, e| {
+        per_expert(x, spans, self.experts, |rows, e| {
             let w = self
                 .weight
-                .narrow(0, e * self.out_features, self.out_features)?;
-            Ok(rows.matmul(&w.t()?)?)
+                .narrow_rows(e * self.out_features, self.out_features)?;
+            Ok(linear(rows, &w)?)
         })
+    }
+
+    /// The stacked weight of all experts.
+    pub fn weight(&self) -> &LinearWeight {
+        &self.weight
     }
 }
 

@@ -4,6 +4,18 @@
 //! where the reference rounds: after each pre-norm, after every GEMM, on q/k/v before attention
 //! (q/k after the rope), on the attention and gated outputs, and on the activation output.
 //! In f32 compute every cast is the identity.
+//!
+//! # Memory
+//!
+//! Everything except attention itself works token by token, and it does so on pieces of at most
+//! [`TOKEN_CHUNK`] tokens: the pre-norms, the GEMMs, the q/k norms and rope, and the MLP with its
+//! f32 activation temporaries. Only the residual stream, q/k/v, the attention output and the
+//! two branch outputs ever span the whole sequence. Unchunked, the gelu7 MLP alone would hold
+//! about 30 bytes per intermediate column per token (the bf16 and f32 copies of the up
+//! projection and the f32 temporaries of the activation): 614 KB per token at the real width,
+//! 40 GB for the 65,606 tokens of a 1080p clip. [`crate::footprint`] has the arithmetic.
+//! Splitting per-token work changes no value: each row is computed by the same operations
+//! (FP8 per-tensor activation scales become per piece, see [`cadence_kernels::fp8::Scaling`]).
 
 use candle_core::{DType, Device, Tensor};
 
@@ -11,13 +23,19 @@ use cadence_core::{Result, WeightSource};
 use cadence_kernels::activation::{gelu7, swiglu7};
 use cadence_kernels::attention::gate_heads;
 use cadence_kernels::rope::apply_rope;
-use cadence_kernels::{attention, AttentionMask};
+use cadence_kernels::{attention, AttentionMask, LinearWeight};
 
 use crate::config::{Activation, DitConfig, LayerSpec};
 use crate::experts::{ExpertLinear, ExpertNorm};
 use crate::packing::ModalitySpans;
+use crate::precision::LoadOptions;
 use crate::trace::{record, Trace};
 use crate::weights::layer_key;
+
+/// Tokens per piece of the per-token work of a layer (module docs): large enough that the
+/// GEMMs stay efficient (M = 4096 rows), small enough that the pieces' temporaries stay a few
+/// GB at the real width (about 2.6 GB in a gelu7 layer).
+pub const TOKEN_CHUNK: usize = 4096;
 
 /// What every layer of one forward pass shares.
 pub struct LayerContext<'a> {
@@ -49,21 +67,25 @@ pub struct TransformerLayer {
     down: ExpertLinear,
     /// Norms on the attention and MLP outputs (layers in `post_norm_layers`).
     post_norms: Option<(ExpertNorm, ExpertNorm)>,
+    /// Tokens per piece of per-token work ([`TOKEN_CHUNK`]).
+    token_chunk: usize,
 }
 
 impl TransformerLayer {
-    /// Loads layer `index`; GEMM weights in `compute`, norms in f32.
+    /// Loads layer `index`: GEMM weights dense in the compute dtype or FP8 (`options`), norms
+    /// in f32.
     pub fn load(
         ckpt: &dyn WeightSource,
         config: &DitConfig,
         index: usize,
-        compute: DType,
+        options: &LoadOptions,
         device: &Device,
     ) -> Result<Self> {
         let spec = config.layer(index);
         let e = spec.experts;
+        let compute = options.compute;
         let linear =
-            |name: &str| ExpertLinear::load(ckpt, &layer_key(index, name), e, compute, device);
+            |name: &str| ExpertLinear::load(ckpt, &layer_key(index, name), e, options, device);
         let norm = |name: &str| ExpertNorm::load(ckpt, &layer_key(index, name), e, device);
         Ok(Self {
             index,
@@ -86,12 +108,18 @@ impl TransformerLayer {
             } else {
                 None
             },
+            token_chunk: TOKEN_CHUNK,
         })
     }
 
     /// The layer's derived facts.
     pub fn spec(&self) -> &LayerSpec {
         &self.spec
+    }
+
+    /// The four GEMM weights, in forward order: qkv, proj, up_gate, down.
+    pub fn gemms(&self) -> [&LinearWeight; 4] {
+        [&self.qkv, &self.proj, &self.up, &self.down].map(ExpertLinear::weight)
     }
 
     /// `x + Attn(x)`, then `+ MLP(·)`. `x` is the f32 residual stream `(L, hidden)`.
@@ -108,6 +136,7 @@ impl TransformerLayer {
         }
         record(&mut trace, || format!("attn_out_{i}"), &attn_out);
         let x = (x + attn_out.to_dtype(DType::F32)?)?;
+        drop(attn_out);
 
         let mut mlp_out = self.mlp(&x, ctx.spans)?;
         if let Some((_, norm)) = &self.post_norms {
@@ -115,6 +144,7 @@ impl TransformerLayer {
         }
         record(&mut trace, || format!("mlp_out_{i}"), &mlp_out);
         let x = (x + mlp_out.to_dtype(DType::F32)?)?;
+        drop(mlp_out);
         record(&mut trace, || format!("layer_{i}"), &x);
         Ok(x)
     }
@@ -127,48 +157,29 @@ impl TransformerLayer {
         trace: &mut Option<&mut Trace>,
     ) -> Result<Tensor> {
         let (len, _) = x.dims2()?;
-        let (hq, hk, d) = (self.heads_q, self.heads_kv, self.head_dim);
-        let h = self
-            .attn_norm
-            .forward(x, ctx.spans)?
-            .to_dtype(self.compute)?;
-        let qkv = self.qkv.forward(&h, ctx.spans)?.to_dtype(DType::F32)?;
-        // Column blocks: [q (hq·d) | k (hk·d) | v (hk·d) | gates (hq)], each head-major.
-        let q = qkv.narrow(1, 0, hq * d)?.reshape((len, hq, d))?;
-        let k = qkv.narrow(1, hq * d, hk * d)?.reshape((len, hk, d))?;
-        let v = qkv
-            .narrow(1, (hq + hk) * d, hk * d)?
-            .reshape((len, hk, d))?;
-        let gate = if self.gated {
-            Some(qkv.narrow(1, (hq + 2 * hk) * d, hq)?)
-        } else {
-            None
-        };
-
-        let q = self.q_norm.forward(&q, ctx.spans)?;
-        let k = self.k_norm.forward(&k, ctx.spans)?;
+        let (hq, d) = (self.heads_q, self.head_dim);
         let detail = trace.as_ref().is_some_and(|t| t.wants_detail(self.index));
-        let i = self.index;
-        if detail {
-            record(trace, || format!("l{i}.q_normed"), &q);
-            record(trace, || format!("l{i}.k_normed"), &k);
+        // Details are recorded whole, so a traced layer runs as one piece.
+        let chunk = if detail { len.max(1) } else { self.token_chunk };
+        let mut parts: [Vec<Tensor>; 4] = Default::default();
+        for (start, n) in pieces(len, chunk) {
+            let spans = ctx.spans.slice(start..start + n);
+            let rope = ctx.rope.narrow(0, start, n)?;
+            let qkvg = self.project_qkv(&x.narrow(0, start, n)?, &spans, &rope, trace, detail)?;
+            for (part, t) in parts.iter_mut().zip(qkvg) {
+                part.push(t);
+            }
         }
-        let q = apply_rope(&q, ctx.rope)?;
-        let k = apply_rope(&k, ctx.rope)?;
-        if detail {
-            record(trace, || format!("l{i}.q_rope"), &q);
-            record(trace, || format!("l{i}.k_rope"), &k);
-        }
-        let (q, k, v) = (
-            q.to_dtype(self.compute)?,
-            k.to_dtype(self.compute)?,
-            v.to_dtype(self.compute)?,
-        );
+        let [q, k, v, gate] = parts.map(cat_pieces);
+        let (q, k, v) = (q?, k?, v?);
+        let gate = if self.gated { Some(gate?) } else { None };
+
         let mask = if self.spec.local_attn {
             ctx.local_mask
         } else {
             None
         };
+        let i = self.index;
         let gated = if detail {
             // Unfused, so the pre-gate output can be recorded; the same math as the fused op.
             record(trace, || format!("l{i}.attn_q"), &q);
@@ -183,17 +194,170 @@ impl TransformerLayer {
         } else {
             attention(&q, &k, &v, gate.as_ref(), mask)?
         };
-        self.proj.forward(&gated.reshape((len, hq * d))?, ctx.spans)
+        drop((q, k, v, gate));
+        let gated = gated.reshape((len, hq * d))?;
+        map_pieces(&gated, ctx.spans, chunk, |rows, spans| {
+            self.proj.forward(rows, spans)
+        })
     }
 
-    /// The MLP branch (SPEC §7 i–k); returns `down_proj`'s output in the compute dtype.
-    fn mlp(&self, x: &Tensor, spans: &ModalitySpans) -> Result<Tensor> {
-        let m = self.mlp_norm.forward(x, spans)?.to_dtype(self.compute)?;
-        let u = self.up.forward(&m, spans)?;
-        let act = match self.spec.activation {
-            Activation::Gelu7 => gelu7(&u)?,
-            Activation::Swiglu7 => swiglu7(&u)?,
+    /// SPEC §7 a–f for one piece of tokens: pre-norm, qkv GEMM, q/k norms, rope. Returns q, k,
+    /// v in the compute dtype (`(n, H, D)`) and the gate logits `(n, Hq)` in f32 (an empty
+    /// tensor when the layer is ungated); every f32 temporary is freed on return.
+    fn project_qkv(
+        &self,
+        x: &Tensor,
+        spans: &ModalitySpans,
+        rope: &Tensor,
+        trace: &mut Option<&mut Trace>,
+        detail: bool,
+    ) -> Result<[Tensor; 4]> {
+        let (len, _) = x.dims2()?;
+        let (hq, hk, d) = (self.heads_q, self.heads_kv, self.head_dim);
+        let h = self.attn_norm.forward(x, spans)?.to_dtype(self.compute)?;
+        let qkv = self.qkv.forward(&h, spans)?.to_dtype(DType::F32)?;
+        drop(h);
+        // Column blocks: [q (hq·d) | k (hk·d) | v (hk·d) | gates (hq)], each head-major.
+        let v = qkv
+            .narrow(1, (hq + hk) * d, hk * d)?
+            .reshape((len, hk, d))?
+            .to_dtype(self.compute)?;
+        let gate = if self.gated {
+            qkv.narrow(1, (hq + 2 * hk) * d, hq)?.contiguous()?
+        } else {
+            Tensor::zeros(0, DType::F32, x.device())?
         };
-        self.down.forward(&act.to_dtype(self.compute)?, spans)
+        let i = self.index;
+        // q and k: norm, then rope, each block freeing its f32 temporaries on exit.
+        let mut rotated = |name: &str, offset: usize, heads: usize, norm: &ExpertNorm| {
+            let normed = norm.forward(
+                &qkv.narrow(1, offset, heads * d)?.reshape((len, heads, d))?,
+                spans,
+            )?;
+            if detail {
+                record(trace, || format!("l{i}.{name}_normed"), &normed);
+            }
+            let roped = apply_rope(&normed, rope)?;
+            if detail {
+                record(trace, || format!("l{i}.{name}_rope"), &roped);
+            }
+            Ok::<_, cadence_core::Error>(roped.to_dtype(self.compute)?)
+        };
+        let q = rotated("q", 0, hq, &self.q_norm)?;
+        let k = rotated("k", hq * d, hk, &self.k_norm)?;
+        Ok([q, k, v, gate])
+    }
+
+    /// The MLP branch (SPEC §7 i–k), a piece of tokens at a time; returns `down_proj`'s output
+    /// in the compute dtype.
+    fn mlp(&self, x: &Tensor, spans: &ModalitySpans) -> Result<Tensor> {
+        map_pieces(x, spans, self.token_chunk, |rows, spans| {
+            let m = self.mlp_norm.forward(rows, spans)?.to_dtype(self.compute)?;
+            let u = self.up.forward(&m, spans)?;
+            let act = match self.spec.activation {
+                Activation::Gelu7 => gelu7(&u)?,
+                Activation::Swiglu7 => swiglu7(&u)?,
+            };
+            self.down.forward(&act.to_dtype(self.compute)?, spans)
+        })
+    }
+}
+
+/// `(start, len)` of the pieces of at most `chunk` tokens covering `0..len`.
+fn pieces(len: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..len)
+        .step_by(chunk.max(1))
+        .map(move |start| (start, chunk.min(len - start)))
+}
+
+/// The pieces concatenated along the token dim (the one piece itself when there is one).
+fn cat_pieces(mut parts: Vec<Tensor>) -> Result<Tensor> {
+    if parts.len() == 1 {
+        if let Some(t) = parts.pop() {
+            return Ok(t);
+        }
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// `f` applied to pieces of at most `chunk` rows of `x` (with their modality spans), the
+/// results concatenated along the rows; one call without copies when `x` fits in one piece.
+fn map_pieces(
+    x: &Tensor,
+    spans: &ModalitySpans,
+    chunk: usize,
+    f: impl Fn(&Tensor, &ModalitySpans) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let (len, _) = x.dims2()?;
+    if len <= chunk {
+        return f(x, spans);
+    }
+    let parts = pieces(len, chunk)
+        .map(|(start, n)| f(&x.narrow(0, start, n)?, &spans.slice(start..start + n)))
+        .collect::<Result<Vec<_>>>()?;
+    cat_pieces(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packing::TokenLayout;
+    use crate::rope::{default_bands, rope_table};
+    use crate::weights::expected_tensors;
+    use cadence_core::RandomWeights;
+    use candle_core::Device;
+
+    #[test]
+    fn pieces_of_tokens_give_the_same_layer() {
+        let config = DitConfig {
+            num_layers: 2,
+            hidden_size: 64,
+            head_dim: 16,
+            num_query_groups: 2,
+            text_in_channels: 32,
+            mm_layers: vec![0],
+            gelu7_layers: vec![0],
+            ..DitConfig::base()
+        };
+        let weights = RandomWeights::seeded(&expected_tensors(&config), "", 7);
+        let layout = TokenLayout {
+            latent_channels: 48,
+            frames: 2,
+            rows: 4,
+            cols: 6,
+            patch: 2,
+            audio: 5,
+            text: 6,
+        };
+        let len = layout.len();
+        let spans = layout.spans();
+        let coords =
+            crate::packing::coords::coords(&layout, &crate::packing::PackingConfig::base());
+        let rope = rope_table(&coords, &default_bands(config.rope_bands()), &Device::Cpu).unwrap();
+        let ctx = LayerContext {
+            spans: &spans,
+            rope: &rope,
+            local_mask: None,
+        };
+        let x = Tensor::randn(0f32, 1.0, (len, 64), &Device::Cpu).unwrap();
+        for i in 0..2 {
+            let options = LoadOptions::dense(DType::F32);
+            let mut layer =
+                TransformerLayer::load(&weights, &config, i, &options, &Device::Cpu).unwrap();
+            let whole = layer.forward(&x, &ctx, None).unwrap();
+            layer.token_chunk = 5;
+            let pieces = layer.forward(&x, &ctx, None).unwrap();
+            let diff = (whole - pieces)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff <= 1e-5, "layer {i}: pieces differ by {diff}");
+        }
     }
 }

@@ -8,6 +8,9 @@
 //! - [`weights`]: checkpoint key names and shapes, derived from the config.
 //! - [`layer`] / [`dit`]: the forward pass, written against the op boundary of
 //!   `cadence-kernels` so device kernels slot in without touching this crate.
+//! - [`precision`]: dense (bf16) or FP8 GEMM weights, chosen at load ([`LoadOptions`]);
+//!   [`fp8_checkpoint`] writes FP8 checkpoints; [`footprint`] is the device memory of the
+//!   weights and of one forward pass, for the pipeline's memory plan.
 //!
 //! The forward pass follows the fixtures' SPEC exactly, including every bf16 rounding point
 //! of the reference, and is proven by parity tests against the official implementation.
@@ -18,10 +21,15 @@ pub mod config;
 pub mod dit;
 pub mod experts;
 pub mod flops;
+pub mod footprint;
+#[cfg(feature = "fixtures")]
+pub mod fp8_accuracy;
+pub mod fp8_checkpoint;
 pub mod layer;
 pub mod packing;
 #[cfg(feature = "fixtures")]
 pub mod parity;
+pub mod precision;
 pub mod rope;
 pub mod trace;
 pub mod variant;
@@ -30,5 +38,6 @@ pub mod weights;
 pub use config::DitConfig;
 pub use dit::{DitModel, DitOutput};
 pub use packing::{pack, unpack, Packed, PackingConfig};
+pub use precision::{LoadOptions, WeightFormat};
 pub use trace::Trace;
 pub use variant::DitVariant;

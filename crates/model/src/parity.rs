@@ -201,59 +201,105 @@ fn packing_tensors(packed: &Packed) -> Result<BTreeMap<String, Tensor>> {
     Ok(out)
 }
 
-fn check_dit_forward(case: &Case, device: &Device) -> Result<()> {
-    let io = load_io(case)?;
-    let input =
-        |n: &str| -> Result<Tensor> { Ok(tensor(case, &case_map(&io), n)?.to_device(device)?) };
-    let config = DitConfig::from_reference_json(
-        case.get("/model_config")
-            .ok_or_else(|| Error::Config(format!("{}: no model_config", case.name)))?,
-    )?;
-    let packing_config = PackingConfig::from_reference_json(
-        case.get("/data_proxy_config")
-            .ok_or_else(|| Error::Config(format!("{}: no data_proxy_config", case.name)))?,
-    )?;
-    let compute = match case.compute() {
-        Some("f32") => DType::F32,
-        Some("bf16") => DType::BF16,
-        other => {
-            return Err(Error::Config(format!(
-                "{}: unknown compute {other:?}",
-                case.name
-            )))
-        }
-    };
-    let recommended = object(case, "/tolerances/recommended")?;
-    let exact: Vec<String> = case
-        .get("/tolerances/exact")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
-    let detail: Vec<usize> = case
-        .get("/detail_layers")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_u64)
-                .map(|i| i as usize)
-                .collect()
-        })
-        .unwrap_or_default();
+/// What a `dit_forward` case sets up: its tensors, config, packed input, compute dtype and
+/// tolerances (shared with the FP8 accuracy check).
+pub(crate) struct ForwardCase {
+    pub(crate) io: BTreeMap<String, Tensor>,
+    pub(crate) config: DitConfig,
+    pub(crate) packed: Packed,
+    pub(crate) compute: DType,
+    pub(crate) recommended: serde_json::Map<String, Value>,
+    pub(crate) exact: Vec<String>,
+    pub(crate) detail: Vec<usize>,
+}
 
-    let packed = packing::pack(
-        &input("in.video")?,
-        &input("in.audio")?,
-        scalar(case, &io, "in.audio_feat_len")?,
-        &input("in.text")?,
-        scalar(case, &io, "in.txt_feat_len")?,
-        config.packed_width(),
-        &packing_config,
-    )?;
+impl ForwardCase {
+    pub(crate) fn open(case: &Case, device: &Device) -> Result<Self> {
+        let io = load_io(case)?;
+        let input =
+            |n: &str| -> Result<Tensor> { Ok(tensor(case, &case_map(&io), n)?.to_device(device)?) };
+        let config = DitConfig::from_reference_json(
+            case.get("/model_config")
+                .ok_or_else(|| Error::Config(format!("{}: no model_config", case.name)))?,
+        )?;
+        let packing_config = PackingConfig::from_reference_json(
+            case.get("/data_proxy_config")
+                .ok_or_else(|| Error::Config(format!("{}: no data_proxy_config", case.name)))?,
+        )?;
+        let compute = match case.compute() {
+            Some("f32") => DType::F32,
+            Some("bf16") => DType::BF16,
+            other => {
+                return Err(Error::Config(format!(
+                    "{}: unknown compute {other:?}",
+                    case.name
+                )))
+            }
+        };
+        let recommended = object(case, "/tolerances/recommended")?.clone();
+        let exact: Vec<String> = case
+            .get("/tolerances/exact")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let detail: Vec<usize> = case
+            .get("/detail_layers")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_u64)
+                    .map(|i| i as usize)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let packed = packing::pack(
+            &input("in.video")?,
+            &input("in.audio")?,
+            scalar(case, &io, "in.audio_feat_len")?,
+            &input("in.text")?,
+            scalar(case, &io, "in.txt_feat_len")?,
+            config.packed_width(),
+            &packing_config,
+        )?;
+        Ok(Self {
+            io,
+            config,
+            packed,
+            compute,
+            recommended,
+            exact,
+            detail,
+        })
+    }
+
+    /// The case's tolerance for `name` when computed free running (`teacher_forced` false) or
+    /// from the reference's previous layer.
+    pub(crate) fn tolerance(&self, name: &str, teacher_forced: bool) -> Result<Tolerance> {
+        let mode = if teacher_forced {
+            Mode::TeacherForced
+        } else {
+            Mode::FreeRunning
+        };
+        resolve(&self.recommended, name, mode)
+    }
+}
+
+fn check_dit_forward(case: &Case, device: &Device) -> Result<()> {
+    let ForwardCase {
+        io,
+        config,
+        packed,
+        compute,
+        recommended,
+        exact,
+        detail,
+    } = ForwardCase::open(case, device)?;
+    let recommended = &recommended;
     let mut produced = packing_tensors(&packed)?;
 
     let model = DitModel::load(

@@ -5,11 +5,20 @@
 //! loader verifies a checkpoint against it before reading a byte of weights.
 
 use cadence_core::TensorSpec;
+use cadence_kernels::fp8::scale_key;
 
 use crate::config::DitConfig;
 
 /// Key of the rope frequency buffer (non-learned; recomputed when absent).
 pub const ROPE_BANDS: &str = "adapter.rope.bands";
+
+/// The four GEMMs of every transformer layer (the weights FP8 applies to).
+pub const LAYER_GEMMS: [&str; 4] = [
+    "attention.linear_qkv",
+    "attention.linear_proj",
+    "mlp.up_gate_proj",
+    "mlp.down_proj",
+];
 
 /// Key of a weight of layer `i`, e.g. `layer_key(3, "attention.linear_qkv")`.
 pub fn layer_key(i: usize, name: &str) -> String {
@@ -87,5 +96,29 @@ pub fn expected_tensors(c: &DitConfig) -> Vec<TensorSpec> {
         specs.push(TensorSpec::new(*norm, [hid]));
         specs.push(TensorSpec::new(*linear, [n_out, hid]));
     }
+    specs
+}
+
+/// The GEMM weights of the transformer layers, `(experts·out, in)` each: the tensors an FP8
+/// checkpoint stores in e4m3 with a per-row scale.
+pub fn gemm_weights(c: &DitConfig) -> Vec<TensorSpec> {
+    let keys: Vec<String> = (0..c.num_layers)
+        .flat_map(|i| LAYER_GEMMS.map(|name| layer_key(i, name)))
+        .collect();
+    expected_tensors(c)
+        .into_iter()
+        .filter(|s| keys.contains(&s.name))
+        .collect()
+}
+
+/// Every tensor a checkpoint of this model may hold: [`expected_tensors`] plus, for each GEMM
+/// weight stored in FP8, its `(out,)` scale vector (`<key>_scale`).
+pub fn accepted_tensors(c: &DitConfig) -> Vec<TensorSpec> {
+    let mut specs = expected_tensors(c);
+    specs.extend(
+        gemm_weights(c)
+            .into_iter()
+            .map(|s| TensorSpec::optional(scale_key(&s.name), [s.shape[0]])),
+    );
     specs
 }

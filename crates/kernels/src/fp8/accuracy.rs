@@ -64,9 +64,11 @@
 //! that GEMM's error twice. Hence a branch's output carries at most [`BRANCH_REL_L2`]
 //! `= √(2 + 2 + 2) · u = √6 · u ≈ 0.153` relative L2 error of its own, plus the relative error
 //! of its input. Through the network ([`propagate`], one step per branch): the error of the
-//! residual stream is carried by the identity path and by the branch (gain `1 + ‖branch‖/‖x‖`),
-//! and each branch adds a fresh error of `BRANCH_REL_L2 · ‖branch‖`, independent of the other
-//! branches' (so in quadrature with the carried error). The final RMSNorm and the f32 output
+//! residual stream is carried by the identity path and by the branch, which passes its input's
+//! relative error on to its output (gain `√(1 + (‖branch‖/‖x‖)²)`: the branch's image of the
+//! error is not aligned with the error itself, so the two add in quadrature), and each branch
+//! adds a fresh error of `BRANCH_REL_L2 · ‖branch‖`, independent of the other branches' (so in
+//! quadrature with the carried error). The final RMSNorm and the f32 output
 //! head carry the relative error of the residual stream to the velocities.
 //!
 //! The assumptions (κ ≈ 1, unit gain through the nonlinear parts) are what makes the layer and
@@ -162,9 +164,11 @@ impl ResidualBranch {
     }
 
     /// The factor by which the step carries an error of its input: the identity, plus the
-    /// branch passing its input's relative error on with gain 1.
+    /// branch passing its input's relative error on with gain 1, the two in quadrature (the
+    /// branch maps the error through its own Jacobian, which is not aligned with the error).
     pub fn gain(&self) -> f64 {
-        1.0 + self.output / self.input.max(f64::MIN_POSITIVE)
+        let r = self.output / self.input.max(f64::MIN_POSITIVE);
+        (1.0 + r * r).sqrt()
     }
 }
 

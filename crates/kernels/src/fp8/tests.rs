@@ -35,7 +35,7 @@ fn nearest_even(x: f32) -> f32 {
         } else {
             let (lo_v, hi_v) = (decode(codes[hi - 1]), decode(codes[hi]));
             let (dl, dh) = (a - lo_v, hi_v - a);
-            if dl < dh || (dl == dh && codes[hi - 1] % 2 == 0) {
+            if dl < dh || (dl == dh && codes[hi - 1].is_multiple_of(2)) {
                 lo_v
             } else {
                 hi_v

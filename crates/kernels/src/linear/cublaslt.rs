@@ -64,7 +64,11 @@ pub(super) fn matmul(x: &Fp8Matrix, w: &Fp8Matrix, out: DType) -> Result<Option<
         _ => return Ok(None),
     };
     let (l, n, k) = (x.rows(), w.rows(), x.padded_cols());
-    if l == 0 || n == 0 || k % COLUMN_ALIGN != 0 || (n * out_bytes) % ALIGN_BYTES != 0 {
+    if l == 0
+        || n == 0
+        || !k.is_multiple_of(COLUMN_ALIGN)
+        || !(n * out_bytes).is_multiple_of(ALIGN_BYTES)
+    {
         return Ok(None);
     }
     if compute_major(dev)? != 9 {
@@ -86,7 +90,7 @@ pub(super) fn matmul(x: &Fp8Matrix, w: &Fp8Matrix, out: DType) -> Result<Option<
 /// (an expert's slice of a stacked scale vector can start anywhere).
 fn aligned(t: &Tensor) -> Result<Tensor> {
     let offset = t.layout().start_offset() * t.dtype().size_in_bytes();
-    if offset % ALIGN_BYTES == 0 && t.is_contiguous() {
+    if offset.is_multiple_of(ALIGN_BYTES) && t.is_contiguous() {
         Ok(t.clone())
     } else {
         t.copy()

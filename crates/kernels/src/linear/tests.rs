@@ -163,7 +163,7 @@ fn representable_operands_multiply_exactly() {
                 } else {
                     codes[(i * 7 + c * 13 + j) % codes.len()]
                 };
-                if (i + c) % 3 == 0 {
+                if (i + c).is_multiple_of(3) {
                     -v
                 } else {
                     v

@@ -86,6 +86,20 @@ impl ModalitySpans {
         self.len() == 0
     }
 
+    /// The spans of the tokens `range` (a piece of the sequence processed on its own): each
+    /// modality's count inside the range.
+    pub fn slice(&self, range: Range<usize>) -> Self {
+        let mut counts = [0usize; 3];
+        for m in Modality::ALL {
+            let r = self.range(m);
+            counts[m.id()] = r
+                .end
+                .min(range.end)
+                .saturating_sub(r.start.max(range.start));
+        }
+        Self { counts }
+    }
+
     /// Per-token modality ids.
     pub fn ids(&self) -> Vec<u8> {
         Modality::ALL
@@ -126,6 +140,9 @@ mod tests {
         assert_eq!(spans.range(Modality::Audio), 4..6);
         assert_eq!(spans.range(Modality::Text), 6..9);
         assert_eq!(ModalitySpans::from_ids(&spans.ids()).unwrap(), spans);
+        assert_eq!(spans.slice(3..7), ModalitySpans::new([1, 2, 1]));
+        assert_eq!(spans.slice(0..9), spans);
+        assert_eq!(spans.slice(5..5), ModalitySpans::new([0, 0, 0]));
     }
 
     #[test]
