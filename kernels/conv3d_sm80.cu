@@ -4,7 +4,8 @@
 // Why this design (see kernels/CONV3D_NOTES.md for the numbers):
 //
 // * Layout. Activations arrive channels-first (NCTHW, candle's layout). A GEMM wants the
-//   reduction axis contiguous, so cadence_conv3d_channels_last first copies the input to
+//   reduction axis contiguous, so cadence_conv3d_channels_last (conv3d_layout.cu) first
+//   copies the input to
 //   channels-last [N][T][H][W][c_pad] (one read and one write of the input; channels padded
 //   with zeros to a multiple of 32). The weights are reordered once per call on the Rust side
 //   to [c_pad/32][taps][c_out][32], so every weight tile is one contiguous block.
@@ -112,20 +113,22 @@ CADENCE_DEVICE void load_weight_tile(const Conv3dParams& p, int n0, int chunk, i
 }
 
 // Issues the loads of the k-steps in order: (chunk, tap) with the tap fastest.
+// Ring positions are kept as wrapping counters (no division by the runtime ring depth).
 template <int BN>
 struct Loader {
-    int step = 0, chunk = 0, tap = 0;
+    int step = 0, chunk = 0, tap = 0, slot = 0;
 
     CADENCE_DEVICE void issue_next(const Conv3dParams& p, const TileOrigin& o, int steps, int taps,
                                    uint32_t s_a, uint32_t s_b) {
         if (step >= steps) return;
-        if (tap == 0) load_input_box(p, o, chunk, s_a + (chunk % p.a_buffers) * p.a_stride);
+        if (tap == 0) load_input_box(p, o, chunk, s_a + slot * p.a_stride);
         load_weight_tile<BN>(p, o.n0, chunk, tap, taps,
                              s_b + (step % B_STAGES) * (BN * ROW_BYTES));
         ++step;
         if (++tap == taps) {
             tap = 0;
             ++chunk;
+            if (++slot == p.a_buffers) slot = 0;
         }
     }
 };
@@ -169,14 +172,14 @@ CADENCE_DEVICE void conv3d_mma(const Conv3dParams& p, uint8_t* smem) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.f;
 
-    int chunk = 0, dt = 0, dh = 0, dw = 0;
+    int slot = 0, dt = 0, dh = 0, dw = 0;  // the step's ring slot and tap
     for (int s = 0; s < steps; ++s) {
         cp_async_wait<B_STAGES - 2>();  // this thread's loads of step s have landed
         sync_cta();                     // everyone's have; everyone is done with step s - 1
         loader.issue_next(p, o, steps, taps, s_a, s_b);
         cp_async_commit();  // possibly empty: keeps the group count in step with s
 
-        const uint32_t a_slot = s_a + (chunk % p.a_buffers) * p.a_stride;
+        const uint32_t a_slot = s_a + slot * p.a_stride;
         const uint32_t b_stage = s_b + (s % B_STAGES) * T::B_STAGE_BYTES;
         const int tap_offset = (dt * p.halo_h + dh) * p.halo_w + dw;
 #pragma unroll
@@ -202,7 +205,7 @@ CADENCE_DEVICE void conv3d_mma(const Conv3dParams& p, uint8_t* smem) {
                 dh = 0;
                 if (++dt == p.kt) {
                     dt = 0;
-                    ++chunk;
+                    if (++slot == p.a_buffers) slot = 0;
                 }
             }
         }
@@ -273,54 +276,6 @@ CADENCE_DEVICE void conv3d_mma(const Conv3dParams& p, uint8_t* smem) {
     }
 }
 
-// NCTHW -> [N][P][c_pad] for one tile of 64 positions x 32 channels (channels past C are
-// written as zeros). Loads run along positions (coalesced, 16 bytes when aligned), stores along
-// channels (16 bytes); the tile is transposed through shared memory with rows of 66 elements,
-// which keeps both phases free of bank conflicts.
-CADENCE_DEVICE void channels_last_tile(const ChannelsLastParams& p) {
-    __shared__ __align__(16) uint16_t tile[CHUNK][66];
-    const int p0 = blockIdx.x * 64, chunk = blockIdx.y, b = blockIdx.z;
-    {
-        const int cl = threadIdx.x / 8, pl = (threadIdx.x % 8) * 8;
-        const int c = chunk * CHUNK + cl;
-        uint16_t v[8];
-        if (c < p.c) {
-            const uint16_t* src = p.x + b * p.stride_n + c * p.stride_c + p0 + pl;
-            if (p.vector_loads && p0 + pl + 8 <= p.p) {
-                const uint4 q = load_global(reinterpret_cast<const uint4*>(src));
-                const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-                for (int j = 0; j < 8; ++j) v[j] = uint16_t(qw[j / 2] >> (16 * (j % 2)));
-            } else {
-#pragma unroll
-                for (int j = 0; j < 8; ++j) v[j] = p0 + pl + j < p.p ? load_global(src + j) : 0;
-            }
-        } else {
-#pragma unroll
-            for (int j = 0; j < 8; ++j) v[j] = 0;
-        }
-        uint32_t* row = reinterpret_cast<uint32_t*>(&tile[cl][pl]);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) row[j] = uint32_t(v[2 * j]) | (uint32_t(v[2 * j + 1]) << 16);
-    }
-    sync_cta();
-    const int pos = threadIdx.x / 4, c0 = (threadIdx.x % 4) * 8;
-    if (p0 + pos < p.p) {
-        uint32_t w[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-            w[j] = uint32_t(tile[c0 + 2 * j][pos]) | (uint32_t(tile[c0 + 2 * j + 1][pos]) << 16);
-        uint4 out;
-        out.x = w[0];
-        out.y = w[1];
-        out.z = w[2];
-        out.w = w[3];
-        store_global(reinterpret_cast<uint4*>(p.out + (size_t(b) * p.p + p0 + pos) * p.c_pad +
-                                              chunk * CHUNK + c0),
-                     out);
-    }
-}
-
 }  // namespace conv3d
 }  // namespace cadence
 
@@ -337,10 +292,3 @@ CADENCE_DEVICE void channels_last_tile(const ChannelsLastParams& p) {
 CADENCE_CONV3D_ENTRY(cadence_conv3d_sm80_n128, 128, 4)
 CADENCE_CONV3D_ENTRY(cadence_conv3d_sm80_n64, 64, 8)
 CADENCE_CONV3D_ENTRY(cadence_conv3d_sm80_n32, 32, 8)
-
-// Input transposition: grid = (ceil(P / 64), c_pad / 32, N), THREADS threads, static shared
-// memory only.
-extern "C" __global__ void __launch_bounds__(cadence::conv3d::THREADS)
-    cadence_conv3d_channels_last(const cadence::conv3d::ChannelsLastParams p) {
-    cadence::conv3d::channels_last_tile(p);
-}

@@ -1,4 +1,4 @@
-// Runs the conv3d kernels of kernels/conv3d_sm80.cu on the CPU (cuda_emulation.h) for one
+// Runs the conv3d kernels of kernels/conv3d_layout.cu and conv3d_sm80.cu on the CPU (cuda_emulation.h) for one
 // problem, exactly as crates/kernels/src/conv3d/cuda.rs launches them: the channels-last
 // transposition, then the convolution entry point of the requested tile width.
 //
@@ -14,6 +14,7 @@
 //   (count only), the output size (count only).
 // OUTPUT: the output elements (u16). Exit status 3 on an emulation error (message on stderr).
 #define CADENCE_EMULATE 1
+#include "../conv3d_layout.cu"
 #include "../conv3d_sm80.cu"
 
 #include <cstdio>

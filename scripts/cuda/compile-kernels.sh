@@ -6,7 +6,8 @@
 #   - the resource report (registers, spills, shared memory) is printed per kernel;
 #   - with --sass: every entry point of a file whose name ends in _sm90 contains HGMMA
 #     instructions (cuobjdump 13.2 from PyPI, installed on first use), and its consumers use
-#     no local memory.
+#     no local memory; every entry point of a file ending in _sm80 contains HMMA (the
+#     mma.sync tensor-core path), and those of conv3d_*.cu use no local memory.
 # Usage: scripts/cuda/compile-kernels.sh [--sass] [OUT_DIR]      (CI: no GPU needed)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,12 +39,15 @@ for src in "$root"/kernels/*.cu; do
   if [ "$sass" = 1 ]; then
     cuobjdump -sass "$out/$name.cubin" >"$out/$name.sass"
     awk -v name="$name" '
-      /Function :/ { if (fn != "") report(); fn = $3; hgmma = 0; local = 0 }
+      /Function :/ { if (fn != "") report(); fn = $3; hgmma = 0; hmma = 0; local = 0 }
       /HGMMA/ { hgmma++ }
+      /HMMA/ && !/HGMMA/ { hmma++ }
       /LDL|STL/ { local++ }
       function report() {
-        printf "%s: %s: %d HGMMA, %d local-memory instructions\n", name, fn, hgmma, local
+        printf "%s: %s: %d HGMMA, %d HMMA, %d local-memory instructions\n", name, fn, hgmma, hmma, local
         if (name ~ /_sm90$/ && (hgmma == 0 || local > 0)) bad = 1
+        if (name ~ /_sm80$/ && hmma == 0) bad = 1
+        if (name ~ /^conv3d_/ && local > 0) bad = 1
       }
       END { if (fn != "") report(); exit bad }' "$out/$name.sass" || { echo "FAILED: SASS check of $name"; status=1; }
   fi

@@ -1,4 +1,4 @@
-//! Launching `kernels/conv3d_sm80.cu` on candle's CUDA stream.
+//! Launching `kernels/conv3d_layout.cu` and `kernels/conv3d_sm80.cu` on candle's CUDA stream.
 //!
 //! [`plan`] decides whether the kernel can compute a call (a CUDA device of compute capability
 //! 9.x, bf16 input and weights, a shape [`Geometry::plan`] accepts). [`run`] then
@@ -133,9 +133,14 @@ fn dense_frames(l: &Layout) -> bool {
     d.len() == 5 && s[4] == 1 && s[3] == d[4] && s[2] == d[3] * d[4]
 }
 
-/// The loaded function `entry` of the conv3d cubin on `dev`, loaded once per (device, entry),
-/// with its dynamic shared-memory limit raised to `smem_bytes`.
-fn function(dev: &CudaDevice, entry: &'static str, smem_bytes: usize) -> Result<CudaFunction> {
+/// The loaded function `entry` of `cubin` on `dev`, loaded once per (device, entry), with its
+/// dynamic shared-memory limit raised to `smem_bytes`.
+fn function(
+    dev: &CudaDevice,
+    cubin: Option<&'static [u8]>,
+    entry: &'static str,
+    smem_bytes: usize,
+) -> Result<CudaFunction> {
     type Loaded = HashMap<(candle_core::cuda_backend::DeviceId, &'static str), CudaFunction>;
     static LOADED: OnceLock<Mutex<Loaded>> = OnceLock::new();
     let key = (dev.id(), entry);
@@ -146,7 +151,7 @@ fn function(dev: &CudaDevice, entry: &'static str, smem_bytes: usize) -> Result<
     if let Some(f) = loaded.get(&key) {
         return Ok(f.clone());
     }
-    let cubin = match cubins::CONV3D_SM80 {
+    let cubin = match cubin {
         Some(bytes) if !bytes.is_empty() => bytes,
         // Empty: compiled by scripts/cuda/fake-nvcc (type-checking builds only).
         _ => bail!(
@@ -211,7 +216,7 @@ impl CustomOp1 for ChannelsLastOp {
         }
         let dev = &storage.device;
         let stream = dev.cuda_stream();
-        let func = function(dev, TRANSPOSE_ENTRY, 0)?;
+        let func = function(dev, cubins::CONV3D_LAYOUT, TRANSPOSE_ENTRY, 0)?;
         let x = storage.as_cuda_slice::<bf16>()?;
         let strides = (layout.stride()[0], layout.stride()[1]);
         let offset = layout.start_offset();
@@ -297,7 +302,7 @@ impl CustomOp2 for ConvOp {
         let tile: TileN = g.tile_n;
         let dev = &xs.device;
         let stream = dev.cuda_stream();
-        let func = function(dev, tile.entry(), tile.smem_bytes())?;
+        let func = function(dev, cubins::CONV3D_SM80, tile.entry(), tile.smem_bytes())?;
         let (Some((x0, _)), Some((w0, _))) = (xl.contiguous_offsets(), wl.contiguous_offsets())
         else {
             bail!("conv3d kernel: the channels-last input and the weights must be contiguous");

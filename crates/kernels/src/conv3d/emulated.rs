@@ -1,6 +1,7 @@
 //! The real kernel source, run on the CPU.
 //!
-//! `kernels/emulate/conv3d_emulator.cpp` compiles `kernels/conv3d_sm80.cu` as host C++ against
+//! `kernels/emulate/conv3d_emulator.cpp` compiles `kernels/conv3d_layout.cu` and
+//! `kernels/conv3d_sm80.cu` as host C++ against
 //! `kernels/emulate/cuda_emulation.h` (threads as fibers; ldmatrix, mma.sync and cp.async
 //! emulated from their PTX definitions; shared memory poisoned; every access checked). These
 //! tests build it with the host C++ compiler (`$CXX`, else `c++`), then run the transposition
@@ -29,6 +30,7 @@ fn emulator() -> &'static Path {
     BIN.get_or_init(|| {
         let kernels = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../kernels");
         let sources = [
+            "conv3d_layout.cu",
             "conv3d_sm80.cu",
             "conv3d_common.cuh",
             "emulate/cuda_emulation.h",

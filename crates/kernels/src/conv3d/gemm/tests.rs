@@ -259,7 +259,8 @@ fn run_cta(
         })
         .collect();
     let mut acc = vec![0f32; BLOCK_M * bn];
-    let (mut chunk, mut dt, mut dh, mut dw) = (0, 0, 0, 0);
+    // The kernel keeps the ring slot as a wrapping counter; the chunk is kept here to check it.
+    let (mut chunk, mut slot_index, mut dt, mut dh, mut dw) = (0, 0, 0, 0, 0);
     for s in 0..g.steps() {
         // cp.async.wait_group(B_STAGES - 2): groups older than the newest B_STAGES - 2 have
         // landed. Step s's weight tile and its chunk's input box must be among them.
@@ -267,9 +268,9 @@ fn run_cta(
         issue_next(g, inp, o, &mut loader, &mut rings, s, false, compute);
         rings.committed += 1;
 
-        let (slot_chunk, slot_group, slot) = rings.slots[chunk % g.a_buffers]
-            .as_ref()
-            .expect("input box loaded");
+        assert_eq!(slot_index, chunk % g.a_buffers);
+        let (slot_chunk, slot_group, slot) =
+            rings.slots[slot_index].as_ref().expect("input box loaded");
         let (stage_step, stage_group, stage) = rings.stages[s % B_STAGES]
             .as_ref()
             .expect("weight tile loaded");
@@ -298,6 +299,7 @@ fn run_cta(
                 if dt == g.kernel.t {
                     dt = 0;
                     chunk += 1;
+                    slot_index = (slot_index + 1) % g.a_buffers;
                 }
             }
         }
