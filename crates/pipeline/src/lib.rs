@@ -34,6 +34,7 @@
 pub mod cfg;
 pub mod dit_velocity;
 pub mod engine;
+pub mod memory;
 pub mod model;
 pub mod noise;
 #[cfg(feature = "fixtures")]
