@@ -3,9 +3,16 @@
 #
 #   scripts/cuda/build.sh check      type-check every crate with CUDA on (fake nvcc; ~1 min)
 #   scripts/cuda/build.sh release    build the `cadence` binary with CUDA for the H100 (sm_90a)
-#   scripts/cuda/build.sh gpu-carry  build the attention self-test/benchmark and gather what
-#                                    scripts/gpu/attention.sh needs in target/gpu-carry (carry
-#                                    that path to the device machine); ~8 min cold
+#   scripts/cuda/build.sh gpu-carry  build the GPU self-tests/benchmarks and gather what
+#                                    scripts/gpu/attention.sh needs in target/gpu-carry and
+#                                    what scripts/gpu/conv3d.sh needs in target/gpu-carry-conv3d
+#                                    (carry one of them to the device machine; each stays well
+#                                    under the tool's 64 MiB); ~8 min cold
+#   scripts/cuda/build.sh gpu-all    build the CUDA `cadence` binary and the attention
+#                                    self-test, and gather in target/gpu-all what
+#                                    scripts/gpu/run-all.sh needs (both binaries stripped and
+#                                    gzipped, every fixture case in one .tar.xz); refuses if it
+#                                    would not fit the device tool's 64 MiB carry limit
 #
 # All modes use the candle-core prepared by patched-candle.sh (the driver is loaded at run time) and
 # restore Cargo.lock afterwards, since a command-line [patch] rewrites it.
@@ -21,7 +28,8 @@ export CUDA_COMPUTE_CAP=90 CUDARC_CUDA_VERSION=13000
 case "$mode" in
   check)
     PATH="$here/fake-nvcc:$PATH" CARGO_TARGET_DIR="$root/target/cuda-check" \
-      cargo check --workspace --all-targets --features cadence-kernels/cuda "${patch[@]}" "$@"
+      cargo check --workspace --all-targets \
+      --features cadence-kernels/cuda,cadence-cli/cuda,cadence-bench/cuda "${patch[@]}" "$@"
     ;;
   release)
     eval "$("$here/toolkit.sh")"
@@ -31,18 +39,29 @@ case "$mode" in
     eval "$("$here/toolkit.sh")"
     target=${CADENCE_CUDA_TARGET:-$root/target/cuda}
     CARGO_TARGET_DIR="$target" cargo build --release -p cadence-kernels --features cuda \
-      --example attention_gpu "${patch[@]}" "$@"
-    carry="$root/target/gpu-carry"
-    rm -rf "$carry" && mkdir -p "$carry/fixtures"
-    # Stripped and compressed: the device tool carries at most 64 MiB with the working tree.
-    strip -o "$carry/attention_gpu" "$target/release/examples/attention_gpu"
-    gzip -9 "$carry/attention_gpu"
-    # Every dit_forward fixture case (found by kind, not by name) for the fixture checks.
+      --example attention_gpu --example conv3d_gpu "${patch[@]}" "$@"
     fixtures=${CADENCE_FIXTURES:-$root/../shared/fixtures}
-    grep -l '"kind": *"dit_forward"' -r "$fixtures" --include=case.json | while read -r case; do
-      cp -r "$(dirname "$case")" "$carry/fixtures/"
-    done
-    du -sh "$carry" "$carry"/* >&2
+    # gather DIR BINARY KIND...: the stripped, compressed binary (the device tool carries at
+    # most 64 MiB with the working tree) and every fixture case of the kinds (found by kind,
+    # not by name).
+    gather() {
+      local carry=$1 bin=$2 kind
+      shift 2
+      rm -rf "$carry" && mkdir -p "$carry/fixtures"
+      strip -o "$carry/$bin" "$target/release/examples/$bin"
+      gzip -9 "$carry/$bin"
+      for kind in "$@"; do
+        grep -l "\"kind\": *\"$kind\"" -r "$fixtures" --include=case.json | while read -r case; do
+          cp -r "$(dirname "$case")" "$carry/fixtures/"
+        done
+      done
+    }
+    gather "$root/target/gpu-carry" attention_gpu dit_forward
+    gather "$root/target/gpu-carry-conv3d" conv3d_gpu turbo_vaed_decode wan22_vae_decode wan22_vae_encode
+    # The real layer shapes for conv3d_gpu check: the manifest that lists turbo_vaed's weights.
+    grep -l '"turbo_vaed"' -r "$fixtures" --include=manifest_full.json | head -n1 \
+      | xargs -I{} cp {} "$root/target/gpu-carry-conv3d/fixtures/"
+    du -sh "$root/target/gpu-carry" "$root/target/gpu-carry-conv3d" "$root/target/gpu-carry"/* "$root/target/gpu-carry-conv3d"/* >&2
     ;;
-  *) echo "usage: $0 check|release|gpu-carry [cargo args]" >&2; exit 2 ;;
+  *) echo "usage: $0 check|release|gpu-carry|gpu-all [cargo args]" >&2; exit 2 ;;
 esac

@@ -4,6 +4,7 @@
 #   scripts/cuda/build.sh gpu-carry        # builds target/gpu-carry (~8 min cold)
 #
 # then run(command="bash scripts/gpu/attention.sh", carry=["target/gpu-carry"], timeout_s=600).
+# scripts/gpu/run-all.sh runs it from its own carry (CADENCE_GPU_CARRY, CADENCE_FIXTURES).
 #
 # Steps (each logged under $OUT): the GPU's state; correctness on random inputs against the
 # reference (several lengths, GQA 5:1 and other ratios, narrow heads, frame-window masks;
@@ -13,16 +14,14 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-carry=target/gpu-carry
+carry=${CADENCE_GPU_CARRY:-target/gpu-carry}
 out=${OUT:-/tmp/attention-gpu}
 mkdir -p "$out"
 
 bin=/tmp/attention_gpu
 gunzip -c "$carry/attention_gpu.gz" >"$bin" && chmod +x "$bin" || { echo "no $carry/attention_gpu.gz: run scripts/cuda/build.sh gpu-carry and carry $carry"; exit 1; }
-export CADENCE_FIXTURES="$root/$carry/fixtures"
-# The binary loads the driver at run time but links libcudart.so.13: take torch's.
-cudart=$(python3 -c 'import nvidia, glob, os; print(next(iter(glob.glob(os.path.join(list(nvidia.__path__)[0], "cu13", "lib", "libcudart.so.13*"))), ""))' 2>/dev/null)
-if [ -n "$cudart" ]; then export LD_LIBRARY_PATH="$(dirname "$cudart")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
+export CADENCE_FIXTURES="${CADENCE_FIXTURES:-$root/$carry/fixtures}"
+. "$root/scripts/gpu/cuda-env.sh"
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw --format=csv | tee "$out/gpu.txt"
 ldd "$bin" | grep -E "cudart|not found" | tee -a "$out/gpu.txt"

@@ -21,9 +21,6 @@ const GEMM_TOKENS: usize = 4096;
 
 /// Runs `cadence bench`.
 pub fn run(args: &BenchArgs, out: &Output) -> Result<(), CliError> {
-    if let Some(dir) = &args.out {
-        check_out_dir(dir)?;
-    }
     let say = |line: &str| {
         if !out.quiet {
             eprintln!("{line}");
@@ -51,6 +48,10 @@ pub fn run(args: &BenchArgs, out: &Output) -> Result<(), CliError> {
         (None, true) => GemmShape::demo(),
         (None, false) => GemmShape::dit_qkv(&DitConfig::base(), GEMM_TOKENS),
     };
+    // Checked after the cheap refusals, before minutes of runs.
+    if let Some(dir) = &args.out {
+        check_out_dir(dir)?;
+    }
     let config = BenchConfig {
         scenarios,
         runs: args.runs as usize,
