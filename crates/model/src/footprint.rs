@@ -26,14 +26,16 @@
 //!   gelu7 dominates at every real size: 614 KB per token.
 //! * one piece of the attention projections: the qkv output and its f32 copy (s + 4)·(Q + 2K
 //!   + G), then the q or k norm and rope temporaries (3 × 4Q).
-//! * FP8: the per-token quantisation goes through f32 a bounded slice at a time (three 64 MiB
-//!   temporaries), and the quantised input (1 byte per element) of each GEMM.
+//! * FP8: the per-token quantisation goes through f32 a bounded slice at a time
+//!   ([`QUANTISE_TEMPORARY_BYTES`], 36 MiB), and the quantised input (1 byte per element) of
+//!   each GEMM.
 //!
 //! The total is the whole-sequence set plus the largest piece. It counts tensor bytes only; the
 //! caching allocator's slack and the CUDA context belong to the memory plan's reserve. At the
 //! real width with bf16 compute: about 107 KB per token plus 2.6 GB per piece, so 9.6 GB for
 //! the 65,606 tokens of a 5 s 1080p clip, 4.2 GB at 540p (14,662 tokens), 2.9 GB at 256p.
 
+use cadence_kernels::fp8::QUANTISE_TEMPORARY_BYTES;
 use candle_core::DType;
 
 use crate::config::{Activation, DitConfig};
@@ -41,8 +43,8 @@ use crate::layer::TOKEN_CHUNK;
 use crate::precision::{LoadOptions, WeightFormat};
 use crate::weights::{expected_tensors, gemm_weights};
 
-/// Bytes of the f32 temporaries of an FP8 activation quantisation (three 64 MiB slices).
-const FP8_QUANTISE_TEMPORARIES: u64 = 3 * (64 << 20);
+/// Bytes of the temporaries of an FP8 activation quantisation (a bounded slice at a time).
+const FP8_QUANTISE_TEMPORARIES: u64 = QUANTISE_TEMPORARY_BYTES as u64;
 
 /// Bytes the model's weights take on its device when loaded with `options`.
 pub fn weight_bytes(config: &DitConfig, options: &LoadOptions) -> u64 {

@@ -4,10 +4,15 @@ use candle_core::{bail, DType, Result, Tensor, D};
 
 use super::{Scaling, COLUMN_ALIGN, E4M3_MAX};
 
-/// Elements converted per step while quantising. The conversion goes through an f32 copy of
-/// the rows; doing it a slice of rows at a time bounds that temporary (64 MiB) however large
-/// the activation is (65,606 tokens × 13,652 columns at 1080p would be 3.6 GB in f32).
-const CHUNK_ELEMENTS: usize = 16 << 20;
+/// Elements converted per step while quantising. The conversion goes through f32 copies of
+/// the rows; doing it a slice of rows at a time bounds them however large the matrix is (a
+/// whole 1080p activation of 65,606 tokens × 13,652 columns would be 3.6 GB in f32, the
+/// largest weight 1.3 GB).
+pub const CHUNK_ELEMENTS: usize = 4 << 20;
+
+/// The most temporary memory one quantisation holds beside its input and output: an f32 copy
+/// of a slice, its quotient by the scales, and their e4m3 conversion (9 bytes per element).
+pub const QUANTISE_TEMPORARY_BYTES: usize = 9 * CHUNK_ELEMENTS;
 
 /// A matrix stored as e4m3 values and one f32 scale per row: `value[r, c] ≈ data[r, c] · scale[r]`.
 ///
@@ -46,9 +51,13 @@ impl Fp8Matrix {
         for &(start, len) in &chunks {
             maxima.push(x.narrow(0, start, len)?.abs()?.max_keepdim(D::Minus1)?);
         }
-        let absmax = Tensor::cat(&maxima, 0)?
-            .to_dtype(DType::F32)?
-            .reshape(rows)?;
+        let absmax = if maxima.is_empty() {
+            Tensor::zeros(0, DType::F32, x.device())?
+        } else {
+            Tensor::cat(&maxima, 0)?
+                .to_dtype(DType::F32)?
+                .reshape(rows)?
+        };
         let absmax = match scaling {
             Scaling::PerRow => absmax,
             Scaling::PerTensor if rows > 0 => absmax.max_keepdim(0)?.broadcast_as(rows)?,
@@ -56,7 +65,8 @@ impl Fp8Matrix {
         };
         let scale = scale_from_absmax(&absmax)?;
 
-        let mut parts = Vec::with_capacity(chunks.len());
+        // Written slice by slice into one buffer, so no second copy of the e4m3 data exists.
+        let data = Tensor::zeros((rows, padded), DType::F8E4M3, x.device())?;
         for &(start, len) in &chunks {
             let s = scale.narrow(0, start, len)?.unsqueeze(1)?;
             let q = x
@@ -68,13 +78,8 @@ impl Fp8Matrix {
             } else {
                 q
             };
-            parts.push(q.to_dtype(DType::F8E4M3)?);
+            data.slice_set(&q.to_dtype(DType::F8E4M3)?, 0, start)?;
         }
-        let data = if parts.is_empty() {
-            Tensor::zeros((0, padded), DType::F8E4M3, x.device())?
-        } else {
-            Tensor::cat(&parts, 0)?
-        };
         Ok(Self {
             data,
             scale: scale.contiguous()?,
@@ -86,13 +91,13 @@ impl Fp8Matrix {
     /// corrupt checkpoint would otherwise turn into NaN velocities many layers later).
     pub fn quantize_weight(w: &Tensor) -> Result<Self> {
         let m = Self::quantize(w, Scaling::PerRow)?;
-        let worst = m
+        // A sum propagates both NaN and infinity (a maximum may skip NaN).
+        let total = m
             .scale
-            .max_keepdim(0)?
-            .to_dtype(DType::F32)?
+            .sum_all()?
             .to_device(&candle_core::Device::Cpu)?
-            .to_vec1::<f32>()?;
-        if worst.iter().any(|v| !v.is_finite()) {
+            .to_scalar::<f32>()?;
+        if !total.is_finite() {
             bail!("the weight holds a non-finite value; FP8 quantisation needs finite weights")
         }
         Ok(m)

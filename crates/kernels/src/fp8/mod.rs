@@ -32,7 +32,7 @@
 pub mod accuracy;
 mod matrix;
 
-pub use matrix::Fp8Matrix;
+pub use matrix::{Fp8Matrix, CHUNK_ELEMENTS, QUANTISE_TEMPORARY_BYTES};
 
 /// The largest finite e4m3 value; scales map each row's absolute maximum onto it.
 pub const E4M3_MAX: f32 = 448.0;

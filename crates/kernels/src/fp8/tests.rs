@@ -241,5 +241,13 @@ fn non_finite_weights_are_rejected() {
     let x = matrix(&[vec![1.0, f32::INFINITY], vec![1.0, 2.0]]);
     let err = Fp8Matrix::quantize_weight(&x).unwrap_err().to_string();
     assert!(err.contains("non-finite"), "{err}");
+    let nan = matrix(&[vec![1.0, 2.0], vec![f32::NAN, 2.0]]);
+    assert!(Fp8Matrix::quantize_weight(&nan).is_err());
+    let empty = Fp8Matrix::quantize(
+        &Tensor::zeros((0, 5), DType::F32, &Device::Cpu).unwrap(),
+        Scaling::PerRow,
+    )
+    .unwrap();
+    assert_eq!((empty.rows(), empty.data().dims()), (0, &[0usize, 16][..]));
     assert_eq!(scale_key("a.weight"), "a.weight_scale");
 }
