@@ -56,17 +56,39 @@ static_assert(sizeof(Conv3dParams) == 168, "layout shared with crates/kernels/sr
 static_assert(offsetof(Conv3dParams, t) == 40, "layout shared with gemm.rs");
 static_assert(offsetof(Conv3dParams, vector_store) == 160, "layout shared with gemm.rs");
 
-// The input transposition NCTHW -> channels last (cadence_conv3d_channels_last).
+// The input transposition NCTHW -> channels last (cadence_conv3d_channels_last), optionally
+// normalising over channels and activating on the way (the norm -> act that precedes most
+// convs of the codecs): y = act(bf16(x * inv_scale[position] * gamma[channel])).
 struct ChannelsLastParams {
-    const uint16_t* x;   // bf16 [N][C][P] with P = T*H*W dense; batch and channel strides below
-    uint16_t* out;       // bf16 [N][P][c_pad]
-    int64_t stride_n;    // elements between batch items of x
-    int64_t stride_c;    // elements between channels of x
+    const uint16_t* x;        // bf16 [N][C][P] with P = T*H*W dense; batch and channel strides below
+    uint16_t* out;            // bf16 [N][P][c_pad]
+    const float* inv_scale;   // [N][P] per-position scale (cadence_conv3d_norm_stats), or nullptr
+    const float* gamma;       // [C] per-channel multiplier, or nullptr
+    int64_t stride_n;         // elements between batch items of x
+    int64_t stride_c;         // elements between channels of x
     int n, c, p, c_pad;
-    int vector_loads;    // 1: x, stride_n, stride_c and P allow aligned 16-byte loads
+    int vector_loads;         // 1: x, stride_n, stride_c and P allow aligned 16-byte loads
+    int act;                  // applied after the norm's bf16 rounding: 0 none, 1 ReLU, 2 SiLU
+};
+static_assert(sizeof(ChannelsLastParams) == 72, "layout shared with gemm.rs");
+static_assert(offsetof(ChannelsLastParams, stride_n) == 32, "layout shared with gemm.rs");
+
+// Per-position statistics of a channel norm (cadence_conv3d_norm_stats): over the C channels
+// of each position, inv_scale = 1 / sqrt(sum(x^2) / C + eps) (Turbo-VAED's RMSNorm) or, with
+// l2, scale / max(sqrt(sum(x^2)), eps) (Wan's RMS_norm, scale = sqrt(C)). Sums in f32.
+struct NormStatsParams {
+    const uint16_t* x;   // bf16 [N][C][P], strides as in ChannelsLastParams
+    float* inv_scale;    // [N][P]
+    int64_t stride_n;
+    int64_t stride_c;
+    int n, c, p;
+    int l2;
+    float eps;
+    float scale;
+    int vector_loads;
     int pad_;
 };
-static_assert(sizeof(ChannelsLastParams) == 56, "layout shared with gemm.rs");
+static_assert(sizeof(NormStatsParams) == 64, "layout shared with gemm.rs");
 
 constexpr int THREADS = 256;      // 8 warps
 constexpr int BLOCK_M = 256;      // output positions per CTA
@@ -96,6 +118,7 @@ inline float bf16_to_float(uint16_t b) { return emu::bf16_to_float(b); }
 inline uint16_t float_to_bf16(float f) { return emu::float_to_bf16(f); }
 template <typename T> inline T load_global(const T* p) { return emu::global_load(p); }
 template <typename T> inline void store_global(T* p, T v) { emu::global_store(p, v); }
+inline float fast_exp(float x) { return emu::exp_f32(x); }
 #define CADENCE_DEVICE inline
 #define CADENCE_DYNAMIC_SMEM(name) uint8_t* name = ::cadence::emu::dynamic_smem()
 
@@ -141,6 +164,7 @@ template <typename T>
 CADENCE_DEVICE T load_global(const T* p) { return *p; }
 template <typename T>
 CADENCE_DEVICE void store_global(T* p, T v) { *p = v; }
+CADENCE_DEVICE float fast_exp(float x) { return __expf(x); }
 
 #endif
 

@@ -5,18 +5,20 @@
 //   conv3d_emulator REQUEST OUTPUT
 //
 // REQUEST (little-endian, written by crates/kernels/src/conv3d/emulated.rs):
-//   "C3DEMU01", u32 tile_n (128 | 64 | 32), u32 flags (1: lazy cp.async, 2: reverse thread
-//   order, 4: warp-greedy scheduling), u32 grid of the transposition [3], u32 grid of the convolution [3], u32 dynamic
-//   shared memory of the convolution, u32 0, ChannelsLastParams, Conv3dParams (pointer fields
-//   are ignored), then arrays as (u64 count, data): the NCTHW input storage (u16), the element
-//   offset of the input view in it (count only), the channels-last scratch size (count only),
-//   the weights (u16), the bias (f32), the residual storage (u16), the residual view offset
-//   (count only), the output size (count only).
+//   "C3DEMU02", u32 tile_n (128 | 64 | 32), u32 flags (1: lazy cp.async, 2: reverse thread
+//   order, 4: warp-greedy scheduling), u32 input norm (0 none, 1 yes), u32 grid of the norm
+//   statistics [3], u32 grid of the transposition [3], u32 grid of the convolution [3], u32
+//   dynamic shared memory of the convolution, NormStatsParams, ChannelsLastParams,
+//   Conv3dParams (pointer fields are ignored), then arrays as (u64 count, data): the NCTHW input
+//   storage (u16), the element offset of the input view in it (count only), the channels-last
+//   scratch size (count only), the weights (u16), the bias (f32), gamma (f32), the residual
+//   storage (u16), the residual view offset (count only), the output size (count only).
 // OUTPUT: the output elements (u16). Exit status 3 on an emulation error (message on stderr).
 #define CADENCE_EMULATE 1
 #include "../conv3d_layout.cu"
 #include "../conv3d_sm80.cu"
 
+#include <cmath>
 #include <cstdio>
 #include <string>
 
@@ -63,41 +65,49 @@ int main(int argc, char** argv) {
     if (in == nullptr) emu::fail("cannot open the request");
     char magic[8];
     read_bytes(magic, 8);
-    if (std::string(magic, 8) != "C3DEMU01") emu::fail("not a conv3d emulation request");
-    const uint32_t tile_n = read_u32(), flags = read_u32();
-    emu::Dim3 grid_cl, grid_conv;
-    grid_cl.x = read_u32();
-    grid_cl.y = read_u32();
-    grid_cl.z = read_u32();
-    grid_conv.x = read_u32();
-    grid_conv.y = read_u32();
-    grid_conv.z = read_u32();
+    if (std::string(magic, 8) != "C3DEMU02") emu::fail("not a conv3d emulation request (v2)");
+    const uint32_t tile_n = read_u32(), flags = read_u32(), has_norm = read_u32();
+    auto read_grid = [] {
+        emu::Dim3 g;
+        g.x = read_u32();
+        g.y = read_u32();
+        g.z = read_u32();
+        return g;
+    };
+    const emu::Dim3 grid_stats = read_grid(), grid_cl = read_grid(), grid_conv = read_grid();
     const uint32_t smem = read_u32();
-    read_u32();
+    conv3d::NormStatsParams sp;
     conv3d::ChannelsLastParams cl;
     conv3d::Conv3dParams cp;
+    read_bytes(&sp, sizeof sp);
     read_bytes(&cl, sizeof cl);
     read_bytes(&cp, sizeof cp);
 
-    uint64_t n_x, n_x_off, n_xt, n_w, n_bias, n_res, n_res_off, n_out;
+    uint64_t n_x, n_x_off, n_xt, n_w, n_bias, n_gamma, n_res, n_res_off, n_out;
     uint16_t* x = read_array<uint16_t>(n_x, true);
     n_x_off = read_u64();
     uint16_t* xt = read_array<uint16_t>(n_xt, false);
     uint16_t* w = read_array<uint16_t>(n_w, true);
     float* bias = read_array<float>(n_bias, true);
+    float* gamma = read_array<float>(n_gamma, true);
     uint16_t* res = read_array<uint16_t>(n_res, true);
     n_res_off = read_u64();
     uint16_t* out = read_array<uint16_t>(n_out, false);
     std::fclose(in);
     poison(xt, n_xt);
     poison(out, n_out);
+    const uint64_t n_inv = uint64_t(sp.n) * uint64_t(sp.p);
+    float* inv = static_cast<float*>(std::aligned_alloc(16, (n_inv * 4 + 16) / 16 * 16));
+    for (uint64_t i = 0; i < n_inv; ++i) inv[i] = NAN;
 
     emu::register_buffer(x, n_x * 2, false);
     emu::register_buffer(xt, n_xt * 2, true);
     emu::register_buffer(w, n_w * 2, false);
     emu::register_buffer(bias, n_bias * 4, false);
+    emu::register_buffer(gamma, n_gamma * 4, false);
     emu::register_buffer(res, n_res * 2, false);
     emu::register_buffer(out, n_out * 2, true);
+    emu::register_buffer(inv, n_inv * 4, true);
 
     emu::Policy policy;
     policy.lazy_copies = flags & 1;
@@ -105,8 +115,12 @@ int main(int argc, char** argv) {
     policy.warp_greedy = flags & 4;
     emu::state().policy = policy;
 
+    sp.x = x + n_x_off;
+    sp.inv_scale = inv;
     cl.x = x + n_x_off;
     cl.out = xt;
+    cl.inv_scale = has_norm ? inv : nullptr;
+    cl.gamma = n_gamma > 0 ? gamma : nullptr;
     cp.x = xt;
     cp.weight = w;
     cp.bias = n_bias > 0 ? bias : nullptr;
@@ -115,6 +129,7 @@ int main(int argc, char** argv) {
 
     emu::Dim3 block;
     block.x = conv3d::THREADS;
+    if (has_norm) emu::launch(cadence_conv3d_norm_stats, grid_stats, block, 0, sp);
     emu::launch(cadence_conv3d_channels_last, grid_cl, block, 0, cl);
 
     size_t need = 0;

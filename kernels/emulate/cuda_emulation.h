@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -235,6 +236,10 @@ inline uint16_t float_to_bf16(float f) {  // round to nearest even
     u += 0x7fffu + ((u >> 16) & 1u);
     return uint16_t(u >> 16);
 }
+
+// __expf: the hardware's ex2.approx-based exponential; the host's expf stands in for it (the
+// two differ in the last bits, well inside a bf16 rounding).
+inline float exp_f32(float x) { return std::exp(x); }
 
 // ---------------------------------------------------------------------------------------------
 // cp.async

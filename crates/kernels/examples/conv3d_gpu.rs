@@ -3,7 +3,8 @@
 //! ```text
 //! conv3d_gpu check        random bf16 problems around every real Turbo-VAED layer (shapes from
 //!                         the fixtures' manifest_full.json), odd sizes, strides, both time
-//!                         paddings, residuals, strided input views: the kernel (output
+//!                         paddings, residuals, input norms (Turbo's and Wan's), strided input
+//!                         views: the kernel (output
 //!                         poisoned with NaN first) against the f32 reference on the CPU;
 //!                         each run twice (a result that moves between runs is a race); the
 //!                         automatic choice must equal the kernel bit for bit
@@ -12,10 +13,12 @@
 //!                         says otherwise) and the f32 parity check (reference convs)
 //! conv3d_gpu shapes --out FILE
 //!                         the benchmark's layer list as JSON lines (the torch baseline reads it)
-//! conv3d_gpu bench [--reps N] [--out FILE]
+//! conv3d_gpu bench [--reps N] [--out FILE] [--layer TEXT]
 //!                         median time and TFLOP/s of every distinct conv of a 1080p Turbo-VAED
 //!                         window (9 latent frames of 68 x 120, the middle windows of a 5 s
-//!                         clip), and the estimated conv time of a whole 5 s 1080p decode
+//!                         clip), and the estimated conv time of a whole 5 s 1080p decode; the
+//!                         whole op is timed (weight reorder, channels-last copy, convolution);
+//!                         --layer keeps the layers whose name contains TEXT (for profilers)
 //! ```
 //! Each command prints one line per case and ends with PASS/FAIL; the exit status is non-zero
 //! on any failure. scripts/gpu/conv3d.sh runs them all on the device machine.
@@ -25,7 +28,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use cadence_core::fixtures::cases_of;
 use cadence_kernels::conv3d::{
-    conv3d_with, gemm::Geometry, Conv3dConfig, Conv3dKernel, Conv3dOptions, Dims3,
+    conv3d_with, gemm::Geometry, normalize_input, Activation, Conv3dConfig, Conv3dKernel,
+    Conv3dOptions, Dims3, Fused, InputNorm, NormKind,
 };
 use candle_core::cuda_backend::cudarc::driver::sys::CUevent_flags;
 use candle_core::{DType, Device, Tensor};
@@ -40,6 +44,9 @@ use test_shapes::{turbo_layers, Rng};
 /// bf16 operands, f32 accumulation: METHOD.md's band for bf16 is 1e-3 to 1e-2.
 const REL_L2: f64 = 1e-2;
 
+const USAGE: &str =
+    "usage: conv3d_gpu check|fixtures|shapes --out FILE|bench [--reps N] [--out FILE] [--layer TEXT]";
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let ok = match args.first().map(String::as_str) {
@@ -50,10 +57,10 @@ fn main() -> Result<()> {
                 "check" => check(&dev)?,
                 "fixtures" => fixtures(&dev)?,
                 "bench" => bench(&dev, &args[1..])?,
-                _ => bail!("usage: conv3d_gpu check|fixtures|shapes|bench [--reps N] [--out FILE]"),
+                _ => bail!(USAGE),
             }
         }
-        None => bail!("usage: conv3d_gpu check|fixtures|shapes|bench [--reps N] [--out FILE]"),
+        None => bail!(USAGE),
     };
     println!("{}", if ok { "PASS" } else { "FAIL" });
     if !ok {
@@ -76,6 +83,7 @@ struct Problem {
     weight: Tensor,
     bias: Tensor,
     residual: Option<Tensor>,
+    norm: Option<InputNorm>,
     cfg: Conv3dConfig,
 }
 
@@ -115,8 +123,16 @@ impl Problem {
             weight,
             bias,
             residual,
+            norm: None,
             cfg,
         })
+    }
+
+    /// The same problem behind the input norm the codecs put in front of a conv.
+    fn with_norm(mut self, kind: NormKind, gamma: Option<Tensor>, act: Activation) -> Self {
+        self.name = format!("{} + {kind:?} {act:?}", self.name);
+        self.norm = Some(InputNorm { kind, gamma, act });
+        self
     }
 
     fn run(&self, options: &Conv3dOptions) -> Result<Tensor> {
@@ -125,23 +141,40 @@ impl Problem {
             &self.x,
             &self.weight,
             Some(&self.bias),
-            self.residual.as_ref(),
             self.cfg,
+            Fused {
+                input_norm: self.norm.as_ref(),
+                residual: self.residual.as_ref(),
+            },
         )?)
     }
 
-    /// The f32 reference on the CPU from the same bf16 values.
+    /// The f32 reference on the CPU from the same bf16 values (the input norm, if any, applied
+    /// in bf16 as the kernel and the codecs apply it).
     fn reference(&self) -> Result<Tensor> {
-        let f =
-            |t: &Tensor| -> Result<Tensor> { Ok(t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?) };
+        let cpu = |t: &Tensor| -> Result<Tensor> { Ok(t.to_device(&Device::Cpu)?) };
+        let f = |t: &Tensor| -> Result<Tensor> { Ok(cpu(t)?.to_dtype(DType::F32)?) };
+        let x = match &self.norm {
+            Some(n) => {
+                let n = InputNorm {
+                    gamma: n.gamma.as_ref().map(cpu).transpose()?,
+                    ..n.clone()
+                };
+                f(&normalize_input(&cpu(&self.x)?, &n)?)?
+            }
+            None => f(&self.x)?,
+        };
         let residual = self.residual.as_ref().map(f).transpose()?;
         Ok(conv3d_with(
             &kernel_options(Conv3dKernel::Reference, false),
-            &f(&self.x)?,
+            &x,
             &f(&self.weight)?,
             Some(&f(&self.bias)?),
-            residual.as_ref(),
             self.cfg,
+            Fused {
+                input_norm: None,
+                residual: residual.as_ref(),
+            },
         )?)
     }
 }
@@ -200,8 +233,8 @@ fn check_problems(dev: &Device) -> Result<Vec<Problem>> {
             } else {
                 Conv3dConfig::padded(Dims3::new(k.t / 2, k.h / 2, k.w / 2))
             };
-            let (residual, extra) = (r.coin(), r.range(0, 2));
-            v.push(Problem::new(
+            let (residual, extra, norm) = (r.coin(), r.range(0, 2), r.range(0, 3));
+            let p = Problem::new(
                 format!("{} {t}x{h}x{w}", layer.name),
                 [1, layer.c_in, t, h, w],
                 layer.c_out,
@@ -210,7 +243,17 @@ fn check_problems(dev: &Device) -> Result<Vec<Problem>> {
                 residual,
                 extra,
                 &mut rand,
-            )?);
+            )?;
+            // The norms the decoders put in front of their convs, on half of the problems.
+            v.push(match norm {
+                1 => p.with_norm(NormKind::Rms { eps: 1e-8 }, None, Activation::Silu),
+                2 => p.with_norm(NormKind::Rms { eps: 1e-8 }, None, Activation::Relu),
+                3 => {
+                    let gamma = rand(&[layer.c_in])?;
+                    p.with_norm(NormKind::L2 { eps: 1e-12 }, Some(gamma), Activation::Silu)
+                }
+                _ => p,
+            });
         }
     }
     // Strides (Wan's downsamplers), two batch items, partial channel tiles.
@@ -558,11 +601,13 @@ fn shapes_json(args: &[String]) -> Result<bool> {
 fn bench(dev: &Device, args: &[String]) -> Result<bool> {
     let mut reps = 5usize;
     let mut out: Option<String> = None;
+    let mut only: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--reps" => reps = it.next().context("--reps N")?.parse()?,
             "--out" => out = Some(it.next().context("--out FILE")?.clone()),
+            "--layer" => only = Some(it.next().context("--layer TEXT")?.clone()),
             other => bail!("unknown bench argument {other}"),
         }
     }
@@ -580,7 +625,10 @@ fn bench(dev: &Device, args: &[String]) -> Result<bool> {
         "layer", "T x H x W", "box", "median ms", "min ms", "TFLOP/s", "clip s"
     );
     let mut clip_s = 0.0;
-    for l in bench_layers() {
+    let layers = bench_layers()
+        .into_iter()
+        .filter(|l| only.as_ref().is_none_or(|o| l.name.contains(o.as_str())));
+    for l in layers {
         let s = l.size;
         let p = Problem::new(
             l.name.into(),

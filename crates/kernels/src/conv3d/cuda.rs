@@ -5,10 +5,13 @@
 //!
 //! 1. reorders the weights to the kernel's B layout and the bias to f32 (candle ops on the
 //!    device; a few MB per call, well under 1 % of the convolution's time);
-//! 2. copies the input to channels-last `[N, T·H·W, c_pad]` with `cadence_conv3d_channels_last`
-//!    ([`ChannelsLastOp`], a candle `CustomOp1`; an input view narrowed along time or batch is
-//!    read in place, anything else is made contiguous first);
-//! 3. launches the convolution entry point of the planned tile width ([`ConvOp`], a
+//! 2. with an input norm, computes its per-position scales with `cadence_conv3d_norm_stats`
+//!    ([`NormStatsOp`], a `CustomOp1`, `[N, T·H·W]` f32);
+//! 3. copies the input to channels-last `[N, T·H·W, c_pad]` with `cadence_conv3d_channels_last`,
+//!    normalising and activating on the way when asked ([`ChannelsLastOp`], a `CustomOp1`; an
+//!    input view narrowed along time or batch is read in place, anything else is made
+//!    contiguous first);
+//! 4. launches the convolution entry point of the planned tile width ([`ConvOp`], a
 //!    `CustomOp2` on the copy and the weights; bias and residual ride in the op) with
 //!    [`Geometry::ctas`] CTAs of [`THREADS`] threads and [`TileN::smem_bytes`] of shared
 //!    memory.
@@ -31,21 +34,25 @@ use candle_core::{
 use half::bf16;
 
 use super::gemm::{
-    gemm_weights, ChannelsLastParams, Geometry, Params, TileN, THREADS, TRANSPOSE_POSITIONS,
+    gemm_weights, ChannelsLastParams, Geometry, NormStatsParams, Params, TileN, THREADS,
+    TRANSPOSE_POSITIONS,
 };
-use super::Conv3dConfig;
+use super::{Conv3dConfig, Fused, InputNorm};
 
 mod cubins {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
 
 const TRANSPOSE_ENTRY: &str = "cadence_conv3d_channels_last";
+const STATS_ENTRY: &str = "cadence_conv3d_norm_stats";
 
 // SAFETY: plain old data with the C layout of the kernels' parameters (asserted in gemm.rs and
 // in conv3d_common.cuh).
 unsafe impl DeviceRepr for Params {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for ChannelsLastParams {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for NormStatsParams {}
 
 /// What [`plan`] decided.
 pub(super) enum Plan {
@@ -91,29 +98,34 @@ pub(super) fn plan(x: &Tensor, weight: &Tensor, cfg: Conv3dConfig) -> Result<Pla
     })
 }
 
-/// Runs the planned convolution: `conv3d(x, weight) + bias (+ residual)` as bf16 NCTHW.
+/// Runs the planned convolution: `conv3d(norm(x), weight) + bias (+ residual)` as bf16 NCTHW.
 pub(super) fn run(
     g: &Geometry,
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
-    residual: Option<&Tensor>,
+    fused: Fused,
     poison_output: bool,
 ) -> Result<Tensor> {
     let weights = gemm_weights(weight, g.c_pad)?;
     let bias = bias
         .map(|b| b.to_dtype(DType::F32)?.contiguous())
         .transpose()?;
-    let residual = residual.map(Tensor::contiguous).transpose()?;
-    // The transposition reads any batch and channel strides, but frames, rows and columns
+    let residual = fused.residual.map(Tensor::contiguous).transpose()?;
+    // The input passes read any batch and channel strides, but frames, rows and columns
     // must be dense.
     let x = if dense_frames(x.layout()) {
         x.clone()
     } else {
         x.contiguous()?
     };
+    let norm = match fused.input_norm {
+        Some(n) => Some(prepare_norm(g, &x, n, poison_output)?),
+        None => None,
+    };
     let channels_last = x.apply_op1_no_bwd(&ChannelsLastOp {
         geometry: g.clone(),
+        norm,
         poison_output,
     })?;
     channels_last.apply_op2_no_bwd(
@@ -125,6 +137,37 @@ pub(super) fn run(
             poison_output,
         },
     )
+}
+
+/// The input norm as the transposition applies it: per-position scales `[N, P]` f32, gamma as
+/// contiguous f32, the activation's code.
+struct NormInputs {
+    inv_scale: Tensor,
+    gamma: Option<Tensor>,
+    act: i32,
+}
+
+fn prepare_norm(
+    g: &Geometry,
+    x: &Tensor,
+    norm: &InputNorm,
+    poison_output: bool,
+) -> Result<NormInputs> {
+    let inv_scale = x.apply_op1_no_bwd(&NormStatsOp {
+        geometry: g.clone(),
+        norm: norm.kind,
+        poison_output,
+    })?;
+    let gamma = norm
+        .gamma
+        .as_ref()
+        .map(|t| t.to_dtype(DType::F32)?.contiguous())
+        .transpose()?;
+    Ok(NormInputs {
+        inv_scale,
+        gamma,
+        act: norm.act.code(),
+    })
 }
 
 /// Whether a `[N, C, T, H, W]` layout has dense `T, H, W` (strides `H·W`, `W`, 1).
@@ -194,9 +237,72 @@ fn alloc(stream: &Arc<CudaStream>, len: usize) -> Result<CudaSlice<bf16>> {
     unsafe { stream.alloc::<bf16>(len) }.w()
 }
 
-/// NCTHW (dense frames) -> `[N, T·H·W, c_pad]` bf16, channels past `C` zero.
+/// The per-position scales of an input norm: `[N, T·H·W]` f32.
+struct NormStatsOp {
+    geometry: Geometry,
+    norm: super::NormKind,
+    poison_output: bool,
+}
+
+impl CustomOp1 for NormStatsOp {
+    fn name(&self) -> &'static str {
+        "cadence-conv3d-norm-stats"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        bail!("the conv3d kernel runs on CUDA devices only")
+    }
+
+    fn cuda_fwd(&self, storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
+        let g = &self.geometry;
+        if !dense_frames(layout) {
+            bail!("conv3d kernel: the input's frames must be dense (internal error)");
+        }
+        let dev = &storage.device;
+        let stream = dev.cuda_stream();
+        let func = function(dev, cubins::CONV3D_LAYOUT, STATS_ENTRY, 0)?;
+        let x = storage.as_cuda_slice::<bf16>()?;
+        let strides = (layout.stride()[0], layout.stride()[1]);
+        let offset = layout.start_offset();
+        let len = g.batch * g.input_positions();
+        // SAFETY: every element is written by the kernel (one per position).
+        let mut out = unsafe { stream.alloc::<f32>(len) }.w()?;
+        let (x_ptr, _x_sync) = x.device_ptr(&stream);
+        let (o_ptr, _o_sync) = out.device_ptr_mut(&stream);
+        if self.poison_output {
+            // f32 NaN in every position: one the kernel misses poisons the output.
+            // SAFETY: o_ptr addresses `len` f32 values of a live allocation on this stream.
+            unsafe { sys::cuMemsetD32Async(o_ptr, 0x7FC0_0000, len, stream.cu_stream()) }
+                .result()
+                .w()?;
+        }
+        let mut params = g.norm_stats_params(strides, offset, self.norm);
+        params.x = x_ptr + (offset * 2) as u64;
+        params.inv_scale = o_ptr;
+        let (gx, gy, gz) = g.stats_grid();
+        let cfg = LaunchConfig {
+            grid_dim: (gx, gy, gz),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = stream.launch_builder(&func);
+        launch.arg(&params);
+        // SAFETY: `params` mirrors NormStatsParams; x addresses the input view, the output holds
+        // one f32 per (batch item, position); both stay alive and ordered by the sync guards.
+        unsafe { launch.launch(cfg) }.w()?;
+        drop((_x_sync, _o_sync));
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev.clone()),
+            Shape::from((g.batch, g.input_positions())),
+        ))
+    }
+}
+
+/// NCTHW (dense frames) -> `[N, T·H·W, c_pad]` bf16, channels past `C` zero; normalised and
+/// activated on the way when `norm` is set.
 struct ChannelsLastOp {
     geometry: Geometry,
+    norm: Option<NormInputs>,
     poison_output: bool,
 }
 
@@ -220,15 +326,46 @@ impl CustomOp1 for ChannelsLastOp {
         let x = storage.as_cuda_slice::<bf16>()?;
         let strides = (layout.stride()[0], layout.stride()[1]);
         let offset = layout.start_offset();
+
+        let inv_guard = self.norm.as_ref().map(|n| n.inv_scale.storage_and_layout());
+        let inv = match &inv_guard {
+            Some((storage, layout)) => {
+                let (s, start) = cuda_view(storage, layout, "norm scales")?;
+                Some((s.as_cuda_slice::<f32>()?, start))
+            }
+            None => None,
+        };
+        let gamma_guard = self
+            .norm
+            .as_ref()
+            .and_then(|n| n.gamma.as_ref())
+            .map(Tensor::storage_and_layout);
+        let gamma = match &gamma_guard {
+            Some((storage, layout)) => {
+                let (s, start) = cuda_view(storage, layout, "norm gamma")?;
+                Some((s.as_cuda_slice::<f32>()?, start))
+            }
+            None => None,
+        };
+
         let mut out = alloc(&stream, g.channels_last_len())?;
         let (x_ptr, _x_sync) = x.device_ptr(&stream);
+        let inv_ptr = inv.map(|(t, start)| (t.device_ptr(&stream), start));
+        let gamma_ptr = gamma.map(|(t, start)| (t.device_ptr(&stream), start));
         let (o_ptr, _o_sync) = out.device_ptr_mut(&stream);
         if self.poison_output {
             poison(o_ptr, g.channels_last_len(), &stream)?;
         }
-        let mut params = g.transpose_params(strides, offset);
+        let act = self.norm.as_ref().map_or(0, |n| n.act);
+        let mut params = g.transpose_params(strides, offset, act);
         params.x = x_ptr + (offset * 2) as u64;
         params.out = o_ptr;
+        params.inv_scale = inv_ptr
+            .as_ref()
+            .map_or(0, |((p, _), start)| p + (start * 4) as u64);
+        params.gamma = gamma_ptr
+            .as_ref()
+            .map_or(0, |((p, _), start)| p + (start * 4) as u64);
         let (gx, gy, gz) = g.transpose_grid();
         let cfg = LaunchConfig {
             grid_dim: (gx, gy, gz),
@@ -242,10 +379,11 @@ impl CustomOp1 for ChannelsLastOp {
         let mut launch = stream.launch_builder(&func);
         launch.arg(&params);
         // SAFETY: `params` mirrors ChannelsLastParams; x addresses the input view (every
-        // element it reads lies inside the storage, by the layout), out holds
-        // channels_last_len() values; both stay alive and ordered by the sync guards.
+        // element it reads lies inside the storage, by the layout), the norm scales hold one
+        // f32 per (batch item, position), gamma one per input channel, out holds
+        // channels_last_len() values; all stay alive and ordered by the sync guards.
         unsafe { launch.launch(cfg) }.w()?;
-        drop((_x_sync, _o_sync));
+        drop((_x_sync, _o_sync, inv_ptr, gamma_ptr));
         Ok((
             CudaStorage::wrap_cuda_slice(out, dev.clone()),
             Shape::from((g.batch, g.input_positions(), g.c_pad)),

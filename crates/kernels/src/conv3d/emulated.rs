@@ -22,7 +22,10 @@ use half::bf16;
 
 use super::gemm::{gemm_weights, Geometry};
 use super::test_shapes::{turbo_layers, Rng};
-use super::{conv3d_with, Conv3dConfig, Conv3dKernel, Conv3dOptions, Dims3};
+use super::{
+    conv3d_with, normalize_input, Activation, Conv3dConfig, Conv3dKernel, Conv3dOptions, Dims3,
+    Fused, InputNorm, NormKind,
+};
 
 /// The emulator binary, compiled once per source version into the system's temp folder.
 fn emulator() -> &'static Path {
@@ -134,6 +137,7 @@ struct Problem {
     residual_storage: Option<Tensor>,
     residual: Option<Tensor>,
     b_offset: usize,
+    norm: Option<InputNorm>,
     cfg: Conv3dConfig,
 }
 
@@ -180,8 +184,18 @@ impl Problem {
             residual_storage,
             residual,
             b_offset,
+            norm: None,
             cfg,
         }
+    }
+
+    /// The same problem with an input norm (gamma drawn from `seed` when `with_gamma`).
+    fn with_norm(mut self, kind: NormKind, with_gamma: bool, act: Activation, seed: u64) -> Self {
+        let c = self.x.dim(1).unwrap();
+        let gamma = with_gamma.then(|| Rng::new(seed).normal(&[c], &Device::Cpu));
+        self.name = format!("{} + {kind:?} {act:?}", self.name);
+        self.norm = Some(InputNorm { kind, gamma, act });
+        self
     }
 
     /// The emulator's request, built as `cuda.rs` builds its launch.
@@ -196,11 +210,19 @@ impl Problem {
             .residual
             .as_ref()
             .map(|_| self.b_offset * g.output_dims()[1..].iter().product::<usize>());
-        let transpose = g.transpose_params(strides, x_offset);
+        let act = self.norm.as_ref().map_or(0, |n| n.act.code());
+        let transpose = g.transpose_params(strides, x_offset, act);
+        let stats = g.norm_stats_params(
+            strides,
+            x_offset,
+            self.norm
+                .as_ref()
+                .map_or(NormKind::Rms { eps: 0.0 }, |n| n.kind),
+        );
         let params = g.params(g.vector_store(res_offset));
-        let grid = g.transpose_grid();
+        let grids = [g.stats_grid(), g.transpose_grid(), (g.ctas() as u32, 1, 1)];
 
-        let mut req = b"C3DEMU01".to_vec();
+        let mut req = b"C3DEMU02".to_vec();
         let mut u32s = |v: &[u32]| {
             for x in v {
                 req.extend_from_slice(&x.to_le_bytes());
@@ -209,15 +231,13 @@ impl Problem {
         u32s(&[
             g.tile_n.width() as u32,
             policy.flags(),
-            grid.0,
-            grid.1,
-            grid.2,
-            g.ctas() as u32,
-            1,
-            1,
-            g.tile_n.smem_bytes() as u32,
-            0,
+            u32::from(self.norm.is_some()),
         ]);
+        for (x, y, z) in grids {
+            u32s(&[x, y, z]);
+        }
+        u32s(&[g.tile_n.smem_bytes() as u32]);
+        req.extend_from_slice(&stats.to_bytes());
         req.extend_from_slice(&transpose.to_bytes());
         req.extend_from_slice(&params.to_bytes());
         push_u16s(&mut req, &bits(&self.x_storage));
@@ -228,9 +248,15 @@ impl Problem {
             &bits(&gemm_weights(&self.weight, g.c_pad).unwrap()),
         );
         let bias: Vec<f32> = self.bias.to_dtype(DType::F32).unwrap().to_vec1().unwrap();
-        req.extend_from_slice(&(bias.len() as u64).to_le_bytes());
-        for b in bias {
-            req.extend_from_slice(&b.to_le_bytes());
+        let gamma: Vec<f32> = match self.norm.as_ref().and_then(|n| n.gamma.as_ref()) {
+            Some(g) => g.to_dtype(DType::F32).unwrap().to_vec1().unwrap(),
+            None => Vec::new(),
+        };
+        for v in [bias, gamma] {
+            req.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            for b in v {
+                req.extend_from_slice(&b.to_le_bytes());
+            }
         }
         match &self.residual_storage {
             Some(s) => push_u16s(&mut req, &bits(s)),
@@ -275,17 +301,27 @@ impl Problem {
             .map(|b| bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
             .collect();
 
+        // The reference in f32 on the same bf16 values; with an input norm, on the input
+        // normalised in bf16 (the kernel rounds the normalised input to bf16 as the codecs do).
         let f = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let x = match &self.norm {
+            Some(n) => f(&normalize_input(&self.x, n).unwrap()),
+            None => f(&self.x),
+        };
+        let residual = self.residual.as_ref().map(f);
         let want = conv3d_with(
             &Conv3dOptions {
                 kernel: Some(Conv3dKernel::Reference),
                 poison_output: false,
             },
-            &f(&self.x),
+            &x,
             &f(&self.weight),
             Some(&f(&self.bias)),
-            self.residual.as_ref().map(f).as_ref(),
             self.cfg,
+            Fused {
+                input_norm: None,
+                residual: residual.as_ref(),
+            },
         )
         .unwrap();
         let want: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
@@ -370,6 +406,30 @@ fn the_kernel_source_computes_edge_cases_under_every_schedule() {
             false,
             5,
         ),
+        // Turbo's norm -> SiLU in front of a 3x3x3 conv, vector loads (P = 2 x 4 x 16).
+        Problem::new(
+            "turbo norm".into(),
+            [1, 40, 2, 4, 16],
+            0,
+            24,
+            cube,
+            Conv3dConfig::replicate_time(Dims3::all(1)),
+            true,
+            6,
+        )
+        .with_norm(NormKind::Rms { eps: 1e-8 }, false, Activation::Silu, 0),
+        // Wan's L2 norm with gamma on a strided, misaligned view (scalar loads, odd P).
+        Problem::new(
+            "wan norm".into(),
+            [2, 36, 3, 3, 5],
+            2,
+            20,
+            cube,
+            Conv3dConfig::padded(Dims3::new(0, 1, 1)),
+            false,
+            7,
+        )
+        .with_norm(NormKind::L2 { eps: 1e-12 }, true, Activation::Silu, 8),
         // Wan's temporal downsampler: (3,1,1), stride 2 in time.
         Problem::new(
             "time stride 2".into(),
@@ -420,6 +480,12 @@ fn the_kernel_source_computes_real_turbo_layers() {
             rng.coin(),
             n,
         );
+        // Half of them with the norm -> activation the decoder puts in front of its convs.
+        let p = match n % 4 {
+            1 => p.with_norm(NormKind::Rms { eps: 1e-8 }, false, Activation::Relu, n),
+            3 => p.with_norm(NormKind::Rms { eps: 1e-6 }, false, Activation::None, n),
+            _ => p,
+        };
         p.check(POLICIES[(n % 8) as usize]);
     }
     assert!(seen.len() >= 10);

@@ -26,7 +26,7 @@
 
 use candle_core::{Result, Tensor};
 
-use super::{Conv3dConfig, Dims3};
+use super::{Conv3dConfig, Dims3, NormKind};
 
 /// Output positions per CTA (`BLOCK_M` of the kernel).
 pub const BLOCK_M: usize = 256;
@@ -42,6 +42,8 @@ pub const ROW_BYTES: usize = CHUNK * 2;
 pub const THREADS: u32 = 256;
 /// Positions per CTA of the channels-last transposition.
 pub const TRANSPOSE_POSITIONS: usize = 64;
+/// Positions per CTA of the norm statistics (8 per thread).
+pub const STATS_POSITIONS: usize = 8 * THREADS as usize;
 /// Dynamic shared memory an sm_90 CTA may use.
 pub const MAX_SMEM_BYTES: usize = 232_448;
 
@@ -356,26 +358,69 @@ impl Geometry {
         self.output.w.is_multiple_of(8) && residual_offset.is_none_or(|o| o.is_multiple_of(8))
     }
 
+    /// Whether 16-byte loads of an input view with batch and channel strides `strides`
+    /// (elements) starting `offset` elements into its buffer are aligned.
+    fn vector_loads(&self, strides: (usize, usize), offset: usize) -> bool {
+        [self.input_positions(), strides.0, strides.1, offset]
+            .iter()
+            .all(|v| v.is_multiple_of(8))
+    }
+
     /// The transposition's parameters for an input view with batch and channel strides
-    /// `strides` (elements) starting `offset` elements into its buffer.
-    pub fn transpose_params(&self, strides: (usize, usize), offset: usize) -> ChannelsLastParams {
-        let p = self.input_positions();
+    /// `strides` (elements) starting `offset` elements into its buffer; `act` is the code of
+    /// the activation after the input norm (pointers left 0 for the launcher, `inv_scale` 0
+    /// for no norm).
+    pub fn transpose_params(
+        &self,
+        strides: (usize, usize),
+        offset: usize,
+        act: i32,
+    ) -> ChannelsLastParams {
         ChannelsLastParams {
-            x: 0,
-            out: 0,
             stride_n: strides.0 as i64,
             stride_c: strides.1 as i64,
             n: self.batch as i32,
             c: self.c_in as i32,
-            p: p as i32,
+            p: self.input_positions() as i32,
             c_pad: self.c_pad as i32,
-            vector_loads: i32::from(
-                [p, strides.0, strides.1, offset]
-                    .iter()
-                    .all(|v| v.is_multiple_of(8)),
-            ),
-            pad_: 0,
+            vector_loads: i32::from(self.vector_loads(strides, offset)),
+            act,
+            ..ChannelsLastParams::default()
         }
+    }
+
+    /// The norm statistics' parameters for the same input view (pointers left 0).
+    pub fn norm_stats_params(
+        &self,
+        strides: (usize, usize),
+        offset: usize,
+        kind: NormKind,
+    ) -> NormStatsParams {
+        let (l2, eps, scale) = match kind {
+            NormKind::Rms { eps } => (0, eps, 1.0),
+            NormKind::L2 { eps } => (1, eps, (self.c_in as f64).sqrt()),
+        };
+        NormStatsParams {
+            stride_n: strides.0 as i64,
+            stride_c: strides.1 as i64,
+            n: self.batch as i32,
+            c: self.c_in as i32,
+            p: self.input_positions() as i32,
+            l2,
+            eps: eps as f32,
+            scale: scale as f32,
+            vector_loads: i32::from(self.vector_loads(strides, offset)),
+            ..NormStatsParams::default()
+        }
+    }
+
+    /// Launch grid of the norm statistics: position tiles, batch.
+    pub fn stats_grid(&self) -> (u32, u32, u32) {
+        (
+            self.input_positions().div_ceil(STATS_POSITIONS) as u32,
+            self.batch as u32,
+            1,
+        )
     }
 }
 
@@ -450,12 +495,32 @@ pub struct Params {
 pub struct ChannelsLastParams {
     pub x: u64,
     pub out: u64,
+    pub inv_scale: u64,
+    pub gamma: u64,
     pub stride_n: i64,
     pub stride_c: i64,
     pub n: i32,
     pub c: i32,
     pub p: i32,
     pub c_pad: i32,
+    pub vector_loads: i32,
+    pub act: i32,
+}
+
+/// `NormStatsParams` of `kernels/conv3d_common.cuh`, field for field.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NormStatsParams {
+    pub x: u64,
+    pub inv_scale: u64,
+    pub stride_n: i64,
+    pub stride_c: i64,
+    pub n: i32,
+    pub c: i32,
+    pub p: i32,
+    pub l2: i32,
+    pub eps: f32,
+    pub scale: f32,
     pub vector_loads: i32,
     pub pad_: i32,
 }
@@ -464,7 +529,9 @@ pub struct ChannelsLastParams {
 const _: () = assert!(std::mem::size_of::<Params>() == 168);
 const _: () = assert!(std::mem::offset_of!(Params, t) == 40);
 const _: () = assert!(std::mem::offset_of!(Params, vector_store) == 160);
-const _: () = assert!(std::mem::size_of::<ChannelsLastParams>() == 56);
+const _: () = assert!(std::mem::size_of::<ChannelsLastParams>() == 72);
+const _: () = assert!(std::mem::offset_of!(ChannelsLastParams, stride_n) == 32);
+const _: () = assert!(std::mem::size_of::<NormStatsParams>() == 64);
 
 impl Params {
     /// The struct's bytes as the kernel reads them.
@@ -516,9 +583,10 @@ impl Params {
 impl ChannelsLastParams {
     /// The struct's bytes as the kernel reads them.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(56);
-        v.extend_from_slice(&self.x.to_le_bytes());
-        v.extend_from_slice(&self.out.to_le_bytes());
+        let mut v = Vec::with_capacity(72);
+        for p in [self.x, self.out, self.inv_scale, self.gamma] {
+            v.extend_from_slice(&p.to_le_bytes());
+        }
         v.extend_from_slice(&self.stride_n.to_le_bytes());
         v.extend_from_slice(&self.stride_c.to_le_bytes());
         for i in [
@@ -527,10 +595,29 @@ impl ChannelsLastParams {
             self.p,
             self.c_pad,
             self.vector_loads,
-            self.pad_,
+            self.act,
         ] {
             v.extend_from_slice(&i.to_le_bytes());
         }
+        v
+    }
+}
+
+impl NormStatsParams {
+    /// The struct's bytes as the kernel reads them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(64);
+        v.extend_from_slice(&self.x.to_le_bytes());
+        v.extend_from_slice(&self.inv_scale.to_le_bytes());
+        v.extend_from_slice(&self.stride_n.to_le_bytes());
+        v.extend_from_slice(&self.stride_c.to_le_bytes());
+        for i in [self.n, self.c, self.p, self.l2] {
+            v.extend_from_slice(&i.to_le_bytes());
+        }
+        v.extend_from_slice(&self.eps.to_le_bytes());
+        v.extend_from_slice(&self.scale.to_le_bytes());
+        v.extend_from_slice(&self.vector_loads.to_le_bytes());
+        v.extend_from_slice(&self.pad_.to_le_bytes());
         v
     }
 }

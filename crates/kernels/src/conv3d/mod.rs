@@ -5,8 +5,9 @@
 //! symmetric padding, PyTorch's `F.conv3d` without dilation or groups. Spatial padding is zeros;
 //! temporal padding is zeros or, with [`Conv3dConfig::replicate_time`], copies of the edge frames
 //! (Turbo-VAED's convs). Wan's causal front-only padding is applied by the caller.
-//! [`conv3d_add`] also adds a residual of the output's shape (a resnet's skip connection), which
-//! the GPU kernel fuses into its epilogue.
+//! [`conv3d_add`] also adds a residual of the output's shape (a resnet's skip connection), and
+//! [`conv3d_with`] can also normalise and activate the input over channels first
+//! ([`InputNorm`], the codecs' `norm -> act -> conv`); the GPU kernel fuses both ([`Fused`]).
 //!
 //! Implementations ([`Conv3dKernel`]):
 //!
@@ -28,6 +29,9 @@
 //! `CADENCE_CONV3D_KERNEL` ([`Conv3dKernel::ENV`]) overrides the choice.
 
 pub mod gemm;
+mod input_norm;
+
+pub use input_norm::{normalize_input, Activation, InputNorm, NormKind};
 
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -170,6 +174,18 @@ pub struct Conv3dOptions {
     pub poison_output: bool,
 }
 
+/// What a convolution computes besides `conv(x) + bias`, fused into the GPU kernel.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fused<'a> {
+    /// Normalise and activate the input over channels first (see [`InputNorm`]).
+    pub input_norm: Option<&'a InputNorm>,
+    /// Add this tensor (the output's shape and dtype) to the output, e.g. a resnet's skip
+    /// connection. The GPU kernel adds it to its f32 accumulator and rounds once; the
+    /// reference rounds the convolution to the compute dtype first, as an unfused
+    /// `conv + residual` would (at most one bf16 rounding apart).
+    pub residual: Option<&'a Tensor>,
+}
+
 /// `y = conv3d(x, weight) + bias` for `x: [B, C_in, T, H, W]`, `weight: [C_out, C_in, kt, kh, kw]`,
 /// `bias: [C_out]`; returns a contiguous `[B, C_out, T', H', W']` in `x`'s dtype and device.
 ///
@@ -183,14 +199,17 @@ pub fn conv3d(
     bias: Option<&Tensor>,
     cfg: Conv3dConfig,
 ) -> Result<Tensor> {
-    conv3d_with(&Conv3dOptions::default(), x, weight, bias, None, cfg)
+    conv3d_with(
+        &Conv3dOptions::default(),
+        x,
+        weight,
+        bias,
+        cfg,
+        Fused::default(),
+    )
 }
 
-/// [`conv3d`] plus `residual` (the output's shape and dtype): `conv3d(x) + bias + residual`.
-///
-/// The GPU kernel adds the residual to its f32 accumulator and rounds once; the reference
-/// rounds the convolution to the compute dtype first, as an unfused `conv + residual` would
-/// (at most one bf16 rounding step apart).
+/// [`conv3d`] plus `residual`: `conv3d(x) + bias + residual` (see [`Fused::residual`]).
 pub fn conv3d_add(
     x: &Tensor,
     weight: &Tensor,
@@ -203,24 +222,27 @@ pub fn conv3d_add(
         x,
         weight,
         bias,
-        Some(residual),
         cfg,
+        Fused {
+            residual: Some(residual),
+            ..Fused::default()
+        },
     )
 }
 
-/// [`conv3d`] / [`conv3d_add`] with explicit options. A GPU kernel named in `options` that
-/// cannot compute these inputs is an error, not a silent fallback. Without a kernel in
-/// `options` the choice is automatic (see [`conv3d`]).
+/// [`conv3d`] with explicit options and fusions. A GPU kernel named in `options` that cannot
+/// compute these inputs is an error, not a silent fallback. Without a kernel in `options` the
+/// choice is automatic (see [`conv3d`]).
 pub fn conv3d_with(
     options: &Conv3dOptions,
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
-    residual: Option<&Tensor>,
     cfg: Conv3dConfig,
+    fused: Fused,
 ) -> Result<Tensor> {
     validate(x, weight, bias, cfg)?;
-    if let Some(r) = residual {
+    if let Some(r) = fused.residual {
         let out = output_dims(x, weight, cfg)?;
         if r.dims() != out || r.dtype() != x.dtype() || !r.device().same_device(x.device()) {
             candle_core::bail!(
@@ -231,6 +253,9 @@ pub fn conv3d_with(
             );
         }
     }
+    if let Some(n) = fused.input_norm {
+        n.validate(x)?;
+    }
     let (kernel, strict) = match options.kernel {
         Some(kernel) => (kernel, true),
         None => (
@@ -239,7 +264,7 @@ pub fn conv3d_with(
         ),
     };
     match kernel {
-        Conv3dKernel::Reference => reference_with_residual(x, weight, bias, residual, cfg),
+        Conv3dKernel::Reference => reference_fused(x, weight, bias, cfg, fused),
         Conv3dKernel::Mma => gpu_conv3d(
             kernel,
             strict,
@@ -247,8 +272,8 @@ pub fn conv3d_with(
             x,
             weight,
             bias,
-            residual,
             cfg,
+            fused,
         ),
     }
 }
@@ -278,15 +303,15 @@ fn gpu_conv3d(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
-    residual: Option<&Tensor>,
     cfg: Conv3dConfig,
+    fused: Fused,
 ) -> Result<Tensor> {
     match cuda::plan(x, weight, cfg)? {
-        cuda::Plan::Run(geometry) => cuda::run(&geometry, x, weight, bias, residual, poison_output),
+        cuda::Plan::Run(geometry) => cuda::run(&geometry, x, weight, bias, fused, poison_output),
         cuda::Plan::Unsupported(why) if strict => {
             candle_core::bail!("the {kernel} conv3d kernel cannot compute this call: {why}")
         }
-        cuda::Plan::Unsupported(_) => reference_with_residual(x, weight, bias, residual, cfg),
+        cuda::Plan::Unsupported(_) => reference_fused(x, weight, bias, cfg, fused),
     }
 }
 
@@ -300,23 +325,28 @@ fn gpu_conv3d(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
-    residual: Option<&Tensor>,
     cfg: Conv3dConfig,
+    fused: Fused,
 ) -> Result<Tensor> {
     if strict {
         candle_core::bail!("the {kernel} conv3d kernel needs cadence-kernels' `cuda` feature")
     }
-    reference_with_residual(x, weight, bias, residual, cfg)
+    reference_fused(x, weight, bias, cfg, fused)
 }
 
-/// The reference on `x`'s device, plus the residual.
-fn reference_with_residual(
+/// The reference on `x`'s device: the input norm, the convolution, the residual, unfused.
+fn reference_fused(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
-    residual: Option<&Tensor>,
     cfg: Conv3dConfig,
+    fused: Fused,
 ) -> Result<Tensor> {
+    let normalized = fused
+        .input_norm
+        .map(|n| normalize_input(x, n))
+        .transpose()?;
+    let x = normalized.as_ref().unwrap_or(x);
     let y = match x.device() {
         // candle's CPU matmul has no half-precision path: compute in f32 (what a bf16 GPU kernel
         // accumulates in anyway) and round the result back to the input dtype.
@@ -327,7 +357,7 @@ fn reference_with_residual(
         }
         Device::Cpu | Device::Cuda(_) | Device::Metal(_) => reference(x, weight, bias, cfg)?,
     };
-    match residual {
+    match fused.residual {
         Some(r) => y + r,
         None => Ok(y),
     }

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::*;
 use crate::conv3d::test_shapes::{turbo_layers, Layer, Rng};
-use crate::conv3d::{conv3d_with, Conv3dKernel, Conv3dOptions};
+use crate::conv3d::{conv3d_with, Activation, Conv3dKernel, Conv3dOptions, Fused, InputNorm};
 
 /// `TileOrigin`: the CTA's output box and first output channel.
 #[derive(Debug, Clone, Copy)]
@@ -45,9 +45,67 @@ fn box_pos(g: &Geometry, m: usize) -> Dims3 {
     )
 }
 
+/// `cadence_conv3d_norm_stats` over its whole grid: the per-position scale of the input norm.
+fn norm_stats(g: &Geometry, x: &[f32], kind: NormKind) -> Vec<f32> {
+    let p_len = g.input_positions();
+    let prm = g.norm_stats_params((g.c_in * p_len, p_len), 0, kind);
+    let mut inv = vec![f32::NAN; g.batch * p_len];
+    let (gx, gy, _) = g.stats_grid();
+    for b in 0..gy as usize {
+        for bx in 0..gx as usize {
+            for tid in 0..THREADS as usize {
+                let p0 = (bx * THREADS as usize + tid) * 8;
+                if p0 >= p_len {
+                    continue;
+                }
+                let mut sum = [0f32; 8];
+                for c in 0..g.c_in {
+                    for (j, s) in sum.iter_mut().enumerate() {
+                        let v = if p0 + j < p_len {
+                            x[(b * g.c_in + c) * p_len + p0 + j]
+                        } else {
+                            0.0
+                        };
+                        *s += v * v;
+                    }
+                }
+                let inv_c = 1.0 / g.c_in as f32;
+                for (j, s) in sum.iter().enumerate().take(8.min(p_len - p0)) {
+                    inv[b * p_len + p0 + j] = if prm.l2 == 1 {
+                        prm.scale / s.sqrt().max(prm.eps)
+                    } else {
+                        1.0 / (s * inv_c + prm.eps).sqrt()
+                    };
+                }
+            }
+        }
+    }
+    assert!(
+        inv.iter().all(|v| !v.is_nan()),
+        "a position without statistics"
+    );
+    inv
+}
+
+/// `activate`.
+fn activate(y: f32, act: Activation) -> f32 {
+    match act {
+        Activation::None => y,
+        Activation::Relu => y.max(0.0),
+        Activation::Silu => y / (1.0 + (-y).exp()),
+    }
+}
+
+/// The input norm as the transposition applies it: per-position scales, gamma, activation.
+struct SimNorm {
+    inv: Vec<f32>,
+    gamma: Option<Vec<f32>>,
+    act: Activation,
+}
+
 /// `cadence_conv3d_channels_last` over its whole grid, for a contiguous NCTHW `x`; checks
 /// that every element of the copy is written exactly once.
-fn channels_last(g: &Geometry, x: &[f32]) -> Vec<f32> {
+fn channels_last(g: &Geometry, x: &[f32], norm: Option<&SimNorm>) -> Vec<f32> {
     let p_len = g.input_positions();
     let mut out = vec![f32::NAN; g.channels_last_len()];
     let mut writes = vec![0u8; out.len()];
@@ -61,11 +119,17 @@ fn channels_last(g: &Geometry, x: &[f32]) -> Vec<f32> {
                     let (cl, pl) = (tid / 8, (tid % 8) * 8);
                     let c = chunk * CHUNK + cl;
                     for j in 0..8 {
-                        tile[cl][pl + j] = if c < g.c_in && p0 + pl + j < p_len {
+                        let inside = c < g.c_in && p0 + pl + j < p_len;
+                        let mut v = if inside {
                             x[(b * g.c_in + c) * p_len + p0 + pl + j]
                         } else {
                             0.0
                         };
+                        if let (Some(n), true) = (norm, inside) {
+                            let gm = n.gamma.as_ref().map_or(1.0, |gm| gm[c]);
+                            v = activate(v * n.inv[b * p_len + p0 + pl + j] * gm, n.act);
+                        }
+                        tile[cl][pl + j] = v;
                     }
                 }
                 for tid in 0..THREADS as usize {
@@ -359,7 +423,11 @@ struct Case {
     x_dims: [usize; 5],
     cfg: Conv3dConfig,
     residual: bool,
+    /// The input norm (gamma drawn at random when `with_gamma`).
+    norm: Option<(NormKind, bool, Activation)>,
 }
+
+const ACTS: [Activation; 3] = [Activation::None, Activation::Relu, Activation::Silu];
 
 fn random_case(rng: &mut Rng, layer: &Layer, max_positions: usize) -> Case {
     let k = layer.kernel;
@@ -393,11 +461,18 @@ fn random_case(rng: &mut Rng, layer: &Layer, max_positions: usize) -> Case {
             * out(dims[4], padding.w, k.w, stride.w);
         let planned = Geometry::plan(dims, [layer.c_out, layer.c_in, k.t, k.h, k.w], cfg);
         if positions <= max_positions && planned.is_ok() {
+            let norm = match rng.range(0, 3) {
+                0 => None,
+                1 => Some((NormKind::Rms { eps: 1e-8 }, false, rng.pick(&ACTS))),
+                2 => Some((NormKind::Rms { eps: 1e-6 }, false, Activation::None)),
+                _ => Some((NormKind::L2 { eps: 1e-12 }, true, Activation::Silu)),
+            };
             return Case {
                 layer: layer.clone(),
                 x_dims: dims,
                 cfg,
                 residual: rng.coin(),
+                norm,
             };
         }
     }
@@ -424,6 +499,11 @@ fn check_against_reference(case: &Case, seed: u64) {
     )
     .unwrap();
     let residual = case.residual.then(|| rng.normal(&g.output_dims(), &dev));
+    let norm = case.norm.map(|(kind, with_gamma, act)| InputNorm {
+        kind,
+        gamma: with_gamma.then(|| rng.normal(&[l.c_in], &dev)),
+        act,
+    });
     let want = conv3d_with(
         &Conv3dOptions {
             kernel: Some(Conv3dKernel::Reference),
@@ -432,13 +512,22 @@ fn check_against_reference(case: &Case, seed: u64) {
         &x,
         &w,
         Some(&bias),
-        residual.as_ref(),
         case.cfg,
+        Fused {
+            input_norm: norm.as_ref(),
+            residual: residual.as_ref(),
+        },
     )
     .unwrap();
     assert_eq!(want.dims(), g.output_dims());
 
-    let xt = channels_last(&g, &values(&x));
+    let xv = values(&x);
+    let sim_norm = norm.as_ref().map(|n| SimNorm {
+        inv: norm_stats(&g, &xv, n.kind),
+        gamma: n.gamma.as_ref().map(values),
+        act: n.act,
+    });
+    let xt = channels_last(&g, &xv, sim_norm.as_ref());
     let wg = values(&gemm_weights(&w, g.c_pad).unwrap());
     let (bias_v, res_v) = (values(&bias), residual.as_ref().map(values));
     let inp = Inputs {
@@ -458,10 +547,12 @@ fn check_against_reference(case: &Case, seed: u64) {
     }
     let rel = (num / den.max(1e-30)).sqrt();
     println!(
-        "simulated {} {:?} {:?} box {:?} tile {} ring {}: rel_l2 {rel:.1e} max_abs {max:.1e}",
+        "simulated {} {:?} {:?} norm {:?} box {:?} tile {} ring {}: rel_l2 {rel:.1e} max_abs \
+         {max:.1e}",
         l.name,
         case.x_dims,
         case.cfg,
+        case.norm,
         g.boxed,
         g.tile_n.width(),
         g.a_buffers
@@ -566,8 +657,15 @@ fn the_decomposition_handles_padding_and_stride_edge_cases() {
                 x_dims: dims,
                 cfg,
                 residual,
+                // Turbo's norm -> SiLU with a residual, Wan's L2 norm with gamma without.
+                norm: Some(if residual {
+                    (NormKind::Rms { eps: 1e-8 }, false, Activation::Silu)
+                } else {
+                    (NormKind::L2 { eps: 1e-12 }, true, Activation::Silu)
+                }),
             };
             check_against_reference(&case, 100 + i as u64);
+            check_against_reference(&Case { norm: None, ..case }, 200 + i as u64);
         }
     }
 }
@@ -726,13 +824,23 @@ fn params_bytes_follow_the_c_layout() {
     assert_eq!(at(std::mem::offset_of!(Params, replicate_t)), 1);
     assert_eq!(at(std::mem::offset_of!(Params, vector_store)), 1);
     assert_eq!(at(std::mem::offset_of!(Params, n_tiles)), 4);
-    let t = g.transpose_params((48 * 192, 192), 0);
-    assert_eq!(
-        t.to_bytes().len(),
-        std::mem::size_of::<ChannelsLastParams>()
-    );
+    let t = g.transpose_params((48 * 192, 192), 0, 2);
+    let tb = t.to_bytes();
+    assert_eq!(tb.len(), std::mem::size_of::<ChannelsLastParams>());
     assert_eq!(t.vector_loads, 1);
-    assert_eq!(g.transpose_params((48 * 192, 192), 4).vector_loads, 0);
+    let at_t = |o: usize| i32::from_le_bytes(tb[o..o + 4].try_into().unwrap());
+    assert_eq!(at_t(std::mem::offset_of!(ChannelsLastParams, act)), 2);
+    assert_eq!(at_t(std::mem::offset_of!(ChannelsLastParams, c_pad)), 64);
+    assert_eq!(g.transpose_params((48 * 192, 192), 4, 0).vector_loads, 0);
+    let n = g.norm_stats_params((48 * 192, 192), 0, NormKind::L2 { eps: 1e-12 });
+    let nb = n.to_bytes();
+    assert_eq!(nb.len(), std::mem::size_of::<NormStatsParams>());
+    let at_f = |o: usize| f32::from_le_bytes(nb[o..o + 4].try_into().unwrap());
+    assert_eq!(
+        at_f(std::mem::offset_of!(NormStatsParams, scale)),
+        48f32.sqrt()
+    );
+    assert_eq!(at_f(std::mem::offset_of!(NormStatsParams, eps)), 1e-12);
 }
 
 #[test]
