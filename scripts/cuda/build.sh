@@ -63,5 +63,33 @@ case "$mode" in
       | xargs -I{} cp {} "$root/target/gpu-carry-conv3d/fixtures/"
     du -sh "$root/target/gpu-carry" "$root/target/gpu-carry-conv3d" "$root/target/gpu-carry"/* "$root/target/gpu-carry-conv3d"/* >&2
     ;;
+  gpu-all)
+    eval "$("$here/toolkit.sh")"
+    target=${CADENCE_CUDA_TARGET:-$root/target/cuda}
+    CARGO_TARGET_DIR="$target" cargo build --release -p cadence-cli --features cuda "${patch[@]}" "$@"
+    CARGO_TARGET_DIR="$target" cargo build --release -p cadence-kernels --features cuda \
+      --example attention_gpu "${patch[@]}" "$@"
+    carry="$root/target/gpu-all"
+    rm -rf "$carry" && mkdir -p "$carry"
+    for bin in "$target/release/cadence" "$target/release/examples/attention_gpu"; do
+      strip -o "$carry/$(basename "$bin")" "$bin"
+      gzip -9 "$carry/$(basename "$bin")"
+    done
+    # Every fixture case (a folder with a case.json; found by content, never by name). xz,
+    # not gzip: cases that share weights carry identical copies, which xz's window folds.
+    fixtures=${CADENCE_FIXTURES:-$root/../shared/fixtures}
+    (cd "$fixtures" && find . -name case.json -printf '%h\n' | sort | tar -cf - -T - | xz -9 -T0) \
+      >"$carry/fixtures.tar.xz"
+    du -sh "$carry"/* >&2
+    # The device tool carries at most 64 MiB together with the working tree.
+    limit=$((64 * 1024 * 1024))
+    tree=$(git -C "$root" ls-files -z -co --exclude-standard | (cd "$root" && xargs -0 cat 2>/dev/null) | wc -c)
+    used=$(( $(du -sb "$carry" | cut -f1) + tree ))
+    echo "carry $(du -sb "$carry" | cut -f1) bytes + working tree $tree bytes = $used of $limit" >&2
+    if [ "$used" -gt "$limit" ]; then
+      echo "target/gpu-all plus the working tree exceed the 64 MiB the device tool carries" >&2
+      exit 1
+    fi
+    ;;
   *) echo "usage: $0 check|release|gpu-carry|gpu-all [cargo args]" >&2; exit 2 ;;
 esac
