@@ -83,7 +83,9 @@ case "$mode" in
     du -sh "$carry"/* >&2
     # The device tool carries at most 64 MiB together with the working tree.
     limit=$((64 * 1024 * 1024))
-    tree=$(git -C "$root" ls-files -z -co --exclude-standard | (cd "$root" && xargs -0 cat 2>/dev/null) | wc -c)
+    # (Outside a git checkout the tree is not counted.)
+    tree=$({ git -C "$root" ls-files -z -co --exclude-standard 2>/dev/null || true; } \
+      | (cd "$root" && xargs -0 -r cat 2>/dev/null || true) | wc -c)
     used=$(( $(du -sb "$carry" | cut -f1) + tree ))
     echo "carry $(du -sb "$carry" | cut -f1) bytes + working tree $tree bytes = $used of $limit" >&2
     if [ "$used" -gt "$limit" ]; then
