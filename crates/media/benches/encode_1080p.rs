@@ -78,7 +78,7 @@ fn main() {
         .map(|i| ((i / 2) as f32 * 0.0627).sin() * 0.3)
         .collect();
 
-    // RGB -> I420 alone (done on the calling thread before a frame is queued).
+    // RGB -> I420 alone (done by the encoder workers, off the calling thread).
     let t = Instant::now();
     for f in &pattern {
         let yuv = openh264::formats::YUVBuffer::from_rgb8_source(

@@ -8,9 +8,11 @@
 //! stream. Because each segment gets a fresh encoder, the bitstream is identical for any number
 //! of threads.
 //!
-//! Frames stream in: the caller converts each RGB frame to I420 and hands it over; a worker's
-//! queue holds at most one segment of frames, so memory is bounded by
-//! `threads x segment_frames` I420 frames (3.1 MB each at 1080p) however long the clip is.
+//! Frames stream in as RGB and the workers convert them to I420 themselves, so the caller (the
+//! video decoder's thread) only copies each frame into the queue and goes back to decoding: the
+//! colour conversion (a few ms per 1080p frame) overlaps the decode instead of delaying it. A
+//! worker's queue holds at most one segment of frames, so memory is bounded by
+//! `threads x segment_frames` RGB frames (6.2 MB each at 1080p) however long the clip is.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender, TryRecvError};
@@ -22,7 +24,7 @@ use openh264::encoder::{
     BitRate, Complexity, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, RateControlMode,
     UsageType, VuiConfig,
 };
-use openh264::formats::YUVBuffer;
+use openh264::formats::{RgbSliceU8, YUVBuffer};
 use openh264::{OpenH264API, Timestamp};
 
 /// Encoder settings shared by every segment.
@@ -36,6 +38,10 @@ pub struct SegmentSettings {
     pub bitrate_bps: u32,
     /// Frames per segment; every segment starts with an IDR.
     pub segment_frames: u32,
+    /// Frame width in pixels.
+    pub width: u32,
+    /// Frame height in pixels.
+    pub height: u32,
 }
 
 /// One encoded frame in Annex B, with its index in the clip.
@@ -51,7 +57,8 @@ pub struct EncodedFrame {
 struct Job {
     index: u64,
     starts_segment: bool,
-    yuv: YUVBuffer,
+    /// Packed RGB, `width x height x 3` bytes; the worker converts it.
+    rgb: Vec<u8>,
 }
 
 /// One encoder thread: its job queue (closed to stop it) and its handle (taken when joined).
@@ -106,15 +113,25 @@ impl SegmentPool {
         })
     }
 
-    /// Queues the next frame; blocks while its worker's queue is full.
-    pub fn push(&mut self, yuv: YUVBuffer) -> Result<()> {
+    /// Queues the next frame (packed RGB of the configured size); blocks while its worker's
+    /// queue is full.
+    pub fn push(&mut self, rgb: Vec<u8>) -> Result<()> {
+        let expected = self.settings.width as usize * self.settings.height as usize * 3;
+        if rgb.len() != expected {
+            return Err(Error::InvalidInput(format!(
+                "an RGB frame of {} bytes was queued; {}x{} frames have {expected}",
+                rgb.len(),
+                self.settings.width,
+                self.settings.height
+            )));
+        }
         let seg_len = u64::from(self.settings.segment_frames);
         let segment = self.next_index / seg_len;
         let w = (segment % self.workers.len() as u64) as usize;
         let job = Job {
             index: self.next_index,
             starts_segment: self.next_index.is_multiple_of(seg_len),
-            yuv,
+            rgb,
         };
         let sent = match &self.workers[w].jobs {
             Some(tx) => tx.send(job).is_ok(),
@@ -262,9 +279,11 @@ fn worker(
             )));
             return;
         };
+        let dims = (settings.width as usize, settings.height as usize);
+        let yuv = YUVBuffer::from_rgb8_source(RgbSliceU8::new(&job.rgb, dims));
         let ms = job.index * 1000 * u64::from(settings.fps_den) / u64::from(settings.fps_num);
         let result = enc
-            .encode_at(&job.yuv, Timestamp::from_millis(ms))
+            .encode_at(&yuv, Timestamp::from_millis(ms))
             .map(|bits| bits.to_vec())
             .map_err(|e| format!("frame {}: {e}", job.index));
         let failed = result.is_err();
@@ -275,5 +294,41 @@ fn worker(
         if failed || sent.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> SegmentSettings {
+        SegmentSettings {
+            fps_num: 25,
+            fps_den: 1,
+            bitrate_bps: 1_000_000,
+            segment_frames: 4,
+            width: 32,
+            height: 16,
+        }
+    }
+
+    #[test]
+    fn workers_convert_and_encode_every_queued_frame() {
+        let mut pool = SegmentPool::start(settings(), 2).unwrap();
+        for i in 0..6u8 {
+            pool.push(vec![i * 40; 32 * 16 * 3]).unwrap();
+        }
+        let frames = pool.finish().unwrap();
+        let mut indices: Vec<u64> = frames.iter().map(|f| f.index).collect();
+        indices.sort_unstable();
+        assert_eq!(indices, (0..6).collect::<Vec<_>>());
+        assert!(frames.iter().all(|f| !f.annex_b.is_empty()));
+    }
+
+    #[test]
+    fn a_frame_of_the_wrong_size_is_refused_with_the_sizes() {
+        let mut pool = SegmentPool::start(settings(), 1).unwrap();
+        let err = pool.push(vec![0; 10]).unwrap_err().to_string();
+        assert!(err.contains("10 bytes") && err.contains("32x16"), "{err}");
     }
 }

@@ -5,7 +5,6 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use cadence_core::{Error, Result};
-use openh264::formats::{RgbSliceU8, YUVBuffer};
 
 use super::aac::{new_encoder, AacBackend, AacEncoder, AccessUnit, AAC_FRAME};
 use super::avc::{annex_b_to_sample, ParameterSets};
@@ -220,6 +219,8 @@ impl Mp4Writer {
                 fps_den: video.fps_den,
                 bitrate_bps: video.bitrate_bps,
                 segment_frames: video.segment_frames,
+                width: video.width,
+                height: video.height,
             },
             video.threads(),
         )?;
@@ -323,13 +324,11 @@ impl Mp4Writer {
                 self.video.height
             )));
         }
-        let dims = (self.video.width as usize, self.video.height as usize);
         for frame in rgb.chunks_exact(frame_bytes) {
-            let yuv = YUVBuffer::from_rgb8_source(RgbSliceU8::new(frame, dims));
             let Some(pool) = self.pool.as_mut() else {
                 return Err(self.failed_error());
             };
-            pool.push(yuv)?;
+            pool.push(frame.to_vec())?;
             let ready = pool.ready()?;
             self.accept_frames(ready)?;
         }
