@@ -116,10 +116,12 @@ mod imp {
 
     impl Sampler {
         pub fn start(device: &Device) -> Result<Self, String> {
-            let Device::Cuda(cuda) = device else {
-                return Err(format!(
-                    "the run is on {device:?}: GPU memory does not apply"
-                ));
+            let cuda = match device {
+                Device::Cuda(cuda) => cuda,
+                Device::Cpu => {
+                    return Err("the run is on the CPU: GPU memory does not apply".into())
+                }
+                other => return Err(format!("no memory figures for {other:?}")),
             };
             let context = cuda.cuda_stream().context().clone();
             let (free, total) = context

@@ -59,15 +59,29 @@ fn cuda(super_resolution: bool) -> Result<Selected, CliError> {
 
 #[cfg(feature = "cuda")]
 fn cuda_device() -> Result<Device, CliError> {
-    Device::new_cuda(0).map_err(|e| {
-        CliError::new(
+    // The driver library is loaded at run time, on first use; when it is missing (a CUDA build
+    // on a machine without the NVIDIA driver) cudarc panics instead of returning an error.
+    // Catch that (silently: the message below says it) so the user gets the usual error and
+    // `--device auto` falls back to the CPU.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let created = std::panic::catch_unwind(|| Device::new_cuda(0));
+    std::panic::set_hook(hook);
+    match created {
+        Ok(Ok(device)) => Ok(device),
+        Ok(Err(e)) => Err(CliError::new(
             ExitKind::Device,
             format!(
                 "no usable CUDA GPU ({}): check the driver with `nvidia-smi`, or use --device cpu",
                 e.to_string().lines().next().unwrap_or("unknown error")
             ),
-        )
-    })
+        )),
+        Err(_) => Err(CliError::new(
+            ExitKind::Device,
+            "no CUDA driver: the NVIDIA driver library (libcuda.so) could not be loaded; \
+             install the driver (check with `nvidia-smi`), or use --device cpu",
+        )),
+    }
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -111,12 +111,8 @@ pub fn run(args: &SelftestArgs) -> Result<(), CliError> {
     let device = selected.options.device;
     // Parity needs full-precision f32 products; a GPU build must not quietly use TF32.
     candle_core::cuda::set_gemm_reduced_precision_f32(false);
-    let cases = fixtures::all_cases().map_err(|e| {
-        CliError::input(format!(
-            "{e}; point {} at a fixture folder (one sub-folder with a case.json per case)",
-            fixtures::ROOT_ENV
-        ))
-    })?;
+    // The error names the folder and the variable that sets it.
+    let cases = fixtures::all_cases().map_err(|e| CliError::input(e.to_string()))?;
     let root = fixtures::root();
     let root = std::fs::canonicalize(&root).unwrap_or(root);
     println!(
