@@ -150,6 +150,23 @@ impl SegmentPool {
         self.next_index
     }
 
+    /// Waits for the next encoded frame to come back (in completion order).
+    pub fn wait_one(&mut self) -> Result<EncodedFrame> {
+        if self.received >= self.next_index {
+            return Err(encoder_error(
+                "waited for a frame that was never pushed".into(),
+            ));
+        }
+        match self.results.recv() {
+            Ok(Ok(frame)) => {
+                self.received += 1;
+                Ok(frame)
+            }
+            Ok(Err(msg)) => Err(encoder_error(msg)),
+            Err(_) => Err(self.worker_failure()),
+        }
+    }
+
     /// Encoded frames that are ready, in completion order (not necessarily frame order).
     pub fn ready(&mut self) -> Result<Vec<EncodedFrame>> {
         let mut out = Vec::new();

@@ -12,6 +12,11 @@ use super::edit_list::TrackEdit;
 use super::moov::{self, AudioTrack, VideoTrack};
 use super::sample_table::{MediaData, SampleTable};
 use super::segments::{EncodedFrame, SegmentPool, SegmentSettings};
+
+/// How many segments of frames may be encoding while the writer appends: frame `n - lag` is
+/// written when frame `n` is pushed. A constant (not the thread count), so the file's layout
+/// is the same on every machine; 16 segments keep 16 encoder threads busy.
+const WRITE_LAG_SEGMENTS: u64 = 16;
 use crate::atomic_file::AtomicFile;
 
 /// Largest frame openh264 encodes (its level 5.2 limit), either orientation.
@@ -324,13 +329,14 @@ impl Mp4Writer {
                 self.video.height
             )));
         }
+        let lag = WRITE_LAG_SEGMENTS * u64::from(self.video.segment_frames);
         for frame in rgb.chunks_exact(frame_bytes) {
             let Some(pool) = self.pool.as_mut() else {
                 return Err(self.failed_error());
             };
             pool.push(frame.to_vec())?;
-            let ready = pool.ready()?;
-            self.accept_frames(ready)?;
+            let target = pool.pushed().saturating_sub(lag);
+            self.write_frames_until(target)?;
         }
         Ok(())
     }
@@ -350,12 +356,44 @@ impl Mp4Writer {
         self.write_audio_until(self.next_frame)
     }
 
+    /// Appends frames in order until `target` frames are written, waiting for the encoders
+    /// when the next one is not back yet. Called with a target that depends only on how many
+    /// frames were pushed, so where audio and video interleave in the file never depends on
+    /// thread timing: the same input gives the same bytes.
+    fn write_frames_until(&mut self, target: u64) -> Result<()> {
+        while self.next_frame < target {
+            if !self.reorder.contains_key(&self.next_frame) {
+                let Some(pool) = self.pool.as_mut() else {
+                    return Err(self.failed_error());
+                };
+                let mut frames = pool.ready()?;
+                if frames.is_empty() {
+                    frames.push(pool.wait_one()?);
+                }
+                for f in frames {
+                    self.reorder.insert(f.index, f.annex_b);
+                }
+                continue;
+            }
+            self.append_in_order(target)?;
+        }
+        Ok(())
+    }
+
     /// Puts encoded frames in order and appends every frame whose predecessors are written.
     fn accept_frames(&mut self, frames: Vec<EncodedFrame>) -> Result<()> {
         for f in frames {
             self.reorder.insert(f.index, f.annex_b);
         }
-        while let Some(annex_b) = self.reorder.remove(&self.next_frame) {
+        self.append_in_order(u64::MAX)
+    }
+
+    /// Appends, in order, the frames already back, up to `target` frames in all.
+    fn append_in_order(&mut self, target: u64) -> Result<()> {
+        while self.next_frame < target {
+            let Some(annex_b) = self.reorder.remove(&self.next_frame) else {
+                break;
+            };
             let (sample, sets) = annex_b_to_sample(&annex_b)?;
             let has_sets = !sets.sps.is_empty() || !sets.pps.is_empty();
             if has_sets {
