@@ -1,5 +1,6 @@
 //! `--device`: where the models run, and in which precision.
 
+use cadence_model::WeightFormat;
 use cadence_pipeline::engine::EngineOptions;
 use candle_core::{DType, Device};
 
@@ -52,6 +53,7 @@ fn cuda(super_resolution: bool) -> Result<Selected, CliError> {
             dtype: DType::BF16,
             text_device,
             keep_text_encoder: false,
+            dit_weights: WeightFormat::Dense,
         },
         name: "cuda:0".into(),
     })

@@ -15,7 +15,7 @@ use cadence_weights::{
     check, CheckOptions, Manifest, Mode, Resolution as ModeResolution, WeightsRoot,
 };
 
-use crate::args::{GenerateArgs, Model, Resolution};
+use crate::args::{GenerateArgs, Model, Precision, Resolution};
 use crate::device::{self, Selected};
 use crate::errors::{from_core, unreadable, CliError, ExitKind, Phase};
 use crate::interrupt::Interrupt;
@@ -50,7 +50,8 @@ pub fn run(args: &GenerateArgs, out: &Output) -> Result<(), CliError> {
     let request = request(args, &plan, prompt, seed);
     check_inputs(&request)?;
     let output = output_path(args.output.as_deref(), seed)?;
-    let device = device::select(args.device, mode.resolution != ModeResolution::P256)?;
+    let mut device = device::select(args.device, mode.resolution != ModeResolution::P256)?;
+    device.options.dit_weights = args.precision.weight_format();
 
     let mut progress = StageProgress::new(out);
     let load_start = Instant::now();
@@ -81,6 +82,10 @@ pub fn run(args: &GenerateArgs, out: &Output) -> Result<(), CliError> {
         model: match args.mode.model {
             Model::Distilled => "distilled",
             Model::Base => "base",
+        },
+        precision: match args.precision {
+            Precision::Bf16 => "bf16",
+            Precision::Fp8 => "fp8",
         },
         device: device_name,
         steps: engine.sampler_config().base.num_steps,
@@ -303,7 +308,8 @@ fn demo(
     }
     progress.stage_started(StageKind::LoadModels, None);
     let start = Instant::now();
-    let engine = Engine::demo(mode.dit).map_err(|e| from_core(e, Phase::Loading))?;
+    let engine = Engine::demo_with(mode.dit, device.options.dit_weights)
+        .map_err(|e| from_core(e, Phase::Loading))?;
     progress.stage_finished(StageKind::LoadModels, start.elapsed());
     Ok((engine, "cpu".into()))
 }

@@ -19,6 +19,8 @@ pub struct Summary {
     pub demo: bool,
     /// `distilled` or `base`.
     pub model: &'static str,
+    /// The DiTs' GEMM weights: `bf16` (dense) or `fp8`.
+    pub precision: &'static str,
     /// `cpu` or `cuda:0`.
     pub device: String,
     /// Seed of the generation.
@@ -72,6 +74,8 @@ pub struct Finished<'a> {
     pub total: Duration,
     /// `distilled` or `base`.
     pub model: &'static str,
+    /// `bf16` or `fp8`.
+    pub precision: &'static str,
     /// Device name.
     pub device: String,
     /// Base-stage steps.
@@ -95,6 +99,7 @@ impl Summary {
             bytes: f.mp4.bytes,
             demo: f.report.demo,
             model: f.model,
+            precision: f.precision,
             device: f.device,
             seed: f.report.seed,
             steps: f.steps,

@@ -24,6 +24,13 @@ fn assert_mp4_with_audio(path: &Path) {
     }
 }
 
+/// The file from its `mdat` box on: the encoded media, without the header's creation times.
+fn media_data(path: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"mdat").unwrap();
+    bytes[at..].to_vec()
+}
+
 #[test]
 fn the_demo_writes_an_mp4_with_audio_and_a_json_summary() {
     let home = tempfile::tempdir().unwrap();
@@ -86,6 +93,42 @@ fn the_demo_writes_an_mp4_with_audio_and_a_json_summary() {
 }
 
 #[test]
+fn fp8_weights_run_end_to_end_and_change_the_clip() {
+    let home = tempfile::tempdir().unwrap();
+    let clip = |precision: &str| {
+        let name = format!("{precision}.mp4");
+        let r = run(
+            cadence(home.path()),
+            &[
+                "generate",
+                "--demo",
+                "a test prompt",
+                "-o",
+                &name,
+                "--seconds",
+                "1",
+                "--seed",
+                "5",
+                "--json",
+                "--precision",
+                precision,
+            ],
+        );
+        assert_eq!(r.code, Some(0), "{r:?}");
+        let json: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+        assert_eq!(json["precision"], precision);
+        let path = home.path().join(&name);
+        assert_mp4_with_audio(&path);
+        media_data(&path)
+    };
+    // The quantised GEMMs move the sampled latents, so the frames change.
+    assert!(
+        clip("bf16") != clip("fp8"),
+        "--precision fp8 changed nothing"
+    );
+}
+
+#[test]
 fn without_weights_the_demo_runs_with_a_notice_and_the_default_name() {
     let home = tempfile::tempdir().unwrap();
     let r = run(
@@ -143,11 +186,7 @@ fn the_same_seed_gives_the_same_file() {
     assert_eq!(run(cadence(home.path()), &args("a.mp4")).code, Some(0));
     assert_eq!(run(cadence(home.path()), &args("b.mp4")).code, Some(0));
     // Identical media data; only the header's creation times differ.
-    let media = |name: &str| {
-        let bytes = std::fs::read(home.path().join(name)).unwrap();
-        let at = bytes.windows(4).position(|w| w == b"mdat").unwrap();
-        bytes[at..].to_vec()
-    };
+    let media = |name: &str| media_data(&home.path().join(name));
     assert!(
         media("a.mp4") == media("b.mp4"),
         "two runs with seed 9 differ"

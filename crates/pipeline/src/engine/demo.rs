@@ -9,7 +9,7 @@
 
 use cadence_codec::{OobleckConfig, TurboConfig, WanConfig};
 use cadence_core::Result;
-use cadence_model::{DitConfig, DitVariant};
+use cadence_model::{DitConfig, DitVariant, WeightFormat};
 use cadence_text::{LayerKind, TextEncoderConfig};
 use cadence_weights::Dit;
 
@@ -30,6 +30,12 @@ impl Engine {
     /// sampling recipe (distilled: 8 steps; base: 32 guided steps). Super-resolution and
     /// image input are available, as with the real weights.
     pub fn demo(dit: Dit) -> Result<Self> {
+        Self::demo_with(dit, WeightFormat::Dense)
+    }
+
+    /// [`Engine::demo`] with the DiTs' GEMM weights held as `dit_weights` (FP8 exercises the
+    /// quantised path end to end on any CPU).
+    pub fn demo_with(dit: Dit, dit_weights: WeightFormat) -> Result<Self> {
         let (variant, sampler) = super::base_stage(dit);
         Blueprint {
             text: tiny_text_config(),
@@ -42,7 +48,14 @@ impl Engine {
             oobleck: tiny_oobleck_config()?,
             sampler: sampler.with_sr(SrStage::default()),
         }
-        .build(EngineOptions::cpu(), &Draw::Seeded(WEIGHTS_SEED), true)
+        .build(
+            EngineOptions {
+                dit_weights,
+                ..EngineOptions::cpu()
+            },
+            &Draw::Seeded(WEIGHTS_SEED),
+            true,
+        )
     }
 }
 

@@ -79,6 +79,7 @@ impl Blueprint {
     pub(super) fn build(self, options: EngineOptions, draw: &Draw, demo: bool) -> Result<Engine> {
         let device = options.device.clone();
         let dtype = options.dtype;
+        let dit_options = options.dit_load_options();
         let source = |specs: &[TensorSpec], prefix: &str, component: u64| Generated {
             random: match draw {
                 Draw::Seeded(seed) => RandomWeights::seeded(specs, prefix, seed + component),
@@ -102,7 +103,7 @@ impl Blueprint {
         );
         let dit_model = |(config, variant): (DitConfig, DitVariant), component| -> Result<_> {
             let weights = source(&expected_tensors(&config), "", component);
-            let model = DitModel::load(&weights, config, dtype, &device)?;
+            let model = DitModel::load_with(&weights, config, &dit_options, &device)?;
             Ok(Denoiser::new(model, variant))
         };
         let dit = dit_model(self.dit, component::DIT)?;

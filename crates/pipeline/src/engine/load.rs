@@ -56,6 +56,7 @@ impl Engine {
         };
         let step = |progress: &mut dyn Progress| progress.advance(StageKind::LoadModels, 1);
         let (dev, dtype) = (&options.device, options.dtype);
+        let dit_options = options.dit_load_options();
 
         let text = if options.keep_text_encoder {
             TextSource::Resident(Box::new(prompt_encoder(dir(ids::T5GEMMA)?, &options)?))
@@ -66,7 +67,7 @@ impl Engine {
 
         let (variant, mut sampler) = super::base_stage(mode.dit);
         let dit = Denoiser::new(
-            DitModel::load_dir(dir(component_id(variant))?, variant, dtype, dev)?,
+            DitModel::load_dir_with(dir(component_id(variant))?, variant, &dit_options, dev)?,
             variant,
         );
         step(progress);
@@ -74,7 +75,12 @@ impl Engine {
         let sr_dit = super::super_resolution_stage(mode.resolution)
             .map(|variant| -> Result<Denoiser> {
                 sampler = sampler.clone().with_sr(SrStage::default());
-                let model = DitModel::load_dir(dir(component_id(variant))?, variant, dtype, dev)?;
+                let model = DitModel::load_dir_with(
+                    dir(component_id(variant))?,
+                    variant,
+                    &dit_options,
+                    dev,
+                )?;
                 step(progress);
                 Ok(Denoiser::new(model, variant))
             })

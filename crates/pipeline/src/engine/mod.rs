@@ -45,7 +45,7 @@ use cadence_core::{Error, Result};
 use cadence_media::{
     load_reference_audio, load_reference_image, load_stereo_audio, AudioInputOptions,
 };
-use cadence_model::DitVariant;
+use cadence_model::{DitVariant, LoadOptions, WeightFormat};
 use cadence_text::{negative_prompt_key, EncodedPrompt, NegativePromptCache, PromptEncoder};
 use cadence_weights::{Dit, Resolution};
 
@@ -81,6 +81,9 @@ pub struct EngineOptions {
     pub text_device: Device,
     /// Keep the text encoder loaded between generations instead of loading it per request.
     pub keep_text_encoder: bool,
+    /// How the DiTs hold their GEMM weights: dense in `dtype` (the reference numerics, the
+    /// default) or FP8 quantised at load (half the memory; Hopper's fast GEMMs).
+    pub dit_weights: WeightFormat,
 }
 
 impl EngineOptions {
@@ -91,6 +94,15 @@ impl EngineOptions {
             dtype: DType::F32,
             text_device: Device::Cpu,
             keep_text_encoder: false,
+            dit_weights: WeightFormat::Dense,
+        }
+    }
+
+    /// How the DiTs are loaded under these options.
+    fn dit_load_options(&self) -> LoadOptions {
+        LoadOptions {
+            compute: self.dtype,
+            weights: self.dit_weights,
         }
     }
 }
