@@ -28,6 +28,7 @@ use std::sync::OnceLock;
 use candle_core::{DType, Result, Tensor, D};
 
 use crate::activation::sigmoid;
+use crate::choice::{self, EnvChoice, KernelChoice};
 
 /// Key ranges each query may attend to, as half-open `(query range, key range)` pairs over
 /// token indices.
@@ -93,25 +94,19 @@ pub enum AttentionKernel {
     WgmmaPipelined,
 }
 
-impl AttentionKernel {
-    /// Environment variable that overrides the automatic choice of [`attention`]:
-    /// `reference`, `mma`, `wgmma` or `wgmma-pipelined` (self-tests and A/B runs of the
-    /// whole model).
-    pub const ENV: &'static str = "CADENCE_ATTENTION_KERNEL";
-
-    /// Every implementation.
-    pub const ALL: [Self; 4] = [
+impl KernelChoice for AttentionKernel {
+    const OP: &'static str = "attention";
+    /// `reference`, `mma`, `wgmma` or `wgmma-pipelined`.
+    const ENV: &'static str = "CADENCE_ATTENTION_KERNEL";
+    const ALL: &'static [Self] = &[
         Self::Reference,
         Self::Mma,
         Self::Wgmma,
         Self::WgmmaPipelined,
     ];
+    const DEFAULT_GPU: Self = Self::Wgmma;
 
-    /// The kernel [`attention`] uses on Hopper when nothing overrides it.
-    pub const DEFAULT_GPU: Self = Self::Wgmma;
-
-    /// The lower-case name used by [`Self::ENV`] and in messages.
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Self::Reference => "reference",
             Self::Mma => "mma",
@@ -131,15 +126,7 @@ impl FromStr for AttentionKernel {
     type Err = candle_core::Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                candle_core::Error::Msg(format!(
-                    "unknown attention kernel {s:?} (expected reference, mma, wgmma or \
-                     wgmma-pipelined)"
-                ))
-            })
+        choice::parse(s)
     }
 }
 
@@ -184,32 +171,12 @@ pub fn attention_with(
     gate: Option<&Tensor>,
     mask: Option<&AttentionMask>,
 ) -> Result<Tensor> {
-    let (kernel, strict) = match options.kernel {
-        Some(kernel) => (kernel, true),
-        None => (
-            kernel_from_env()?.unwrap_or(AttentionKernel::DEFAULT_GPU),
-            false,
-        ),
-    };
+    static ENV_CHOICE: EnvChoice<AttentionKernel> = OnceLock::new();
+    let (kernel, strict) = choice::resolve(options.kernel, &ENV_CHOICE)?;
     match kernel {
         AttentionKernel::Reference => reference_attention(q, k, v, gate, mask),
         _ => gpu_attention(kernel, strict, options.poison_output, q, k, v, gate, mask),
     }
-}
-
-/// The kernel named by [`AttentionKernel::ENV`], read once per process.
-fn kernel_from_env() -> Result<Option<AttentionKernel>> {
-    static CHOICE: OnceLock<std::result::Result<Option<AttentionKernel>, String>> = OnceLock::new();
-    CHOICE
-        .get_or_init(|| match std::env::var(AttentionKernel::ENV) {
-            Ok(name) if !name.is_empty() => name
-                .parse()
-                .map(Some)
-                .map_err(|e| format!("{}: {e}", AttentionKernel::ENV)),
-            _ => Ok(None),
-        })
-        .clone()
-        .map_err(candle_core::Error::Msg)
 }
 
 /// GPU `kernel` when it can compute the call; otherwise an error (`strict`) or the reference.
@@ -450,7 +417,7 @@ mod tests {
 
     #[test]
     fn kernel_names_round_trip() {
-        for k in AttentionKernel::ALL {
+        for &k in AttentionKernel::ALL {
             assert_eq!(k.name().parse::<AttentionKernel>().unwrap(), k);
         }
         assert!("flash".parse::<AttentionKernel>().is_err());

@@ -11,7 +11,10 @@
 
 pub mod activation;
 pub mod attention;
+pub mod choice;
 pub mod conv3d;
+#[cfg(feature = "cuda")]
+mod cuda_view;
 pub mod fp8;
 pub mod linear;
 pub mod norm;

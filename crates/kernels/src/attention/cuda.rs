@@ -26,6 +26,7 @@ use half::bf16;
 
 use super::schedule::TileSchedule;
 use super::{AttentionKernel, AttentionMask};
+use crate::cuda_view::contiguous;
 
 mod cubins {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
@@ -312,10 +313,7 @@ fn function(dev: &CudaDevice, kernel: AttentionKernel, spec: &KernelSpec) -> Res
 
 /// The contiguous bf16 view `layout` describes in `storage`.
 fn view<'a>(storage: &'a CudaStorage, layout: &Layout, what: &str) -> Result<CudaView<'a, bf16>> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(storage.as_cuda_slice::<bf16>()?.slice(start..end)),
-        None => bail!("attention kernel: {what} must be contiguous"),
-    }
+    contiguous(storage, layout, "attention kernel", what)
 }
 
 impl CustomOp3 for AttentionOp {

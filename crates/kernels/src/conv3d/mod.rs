@@ -46,6 +46,8 @@ use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Result, Tensor};
 
+use crate::choice::{self, EnvChoice, KernelChoice};
+
 /// Upper bound on the input bytes one group of output frames reads, to bound temporaries.
 pub const FRAME_GROUP_BYTES: usize = 256 << 20;
 
@@ -123,19 +125,14 @@ pub enum Conv3dKernel {
     Mma,
 }
 
-impl Conv3dKernel {
-    /// Environment variable that overrides the automatic choice of [`conv3d`]: `reference` or
-    /// `mma` (self-tests and A/B runs of a whole codec).
-    pub const ENV: &'static str = "CADENCE_CONV3D_KERNEL";
+impl KernelChoice for Conv3dKernel {
+    const OP: &'static str = "conv3d";
+    /// `reference` or `mma`.
+    const ENV: &'static str = "CADENCE_CONV3D_KERNEL";
+    const ALL: &'static [Self] = &[Self::Reference, Self::Mma];
+    const DEFAULT_GPU: Self = Self::Mma;
 
-    /// Every implementation.
-    pub const ALL: [Self; 2] = [Self::Reference, Self::Mma];
-
-    /// The kernel [`conv3d`] uses on Hopper when nothing overrides it.
-    pub const DEFAULT_GPU: Self = Self::Mma;
-
-    /// The lower-case name used by [`Self::ENV`] and in messages.
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Self::Reference => "reference",
             Self::Mma => "mma",
@@ -153,14 +150,7 @@ impl FromStr for Conv3dKernel {
     type Err = candle_core::Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                candle_core::Error::Msg(format!(
-                    "unknown conv3d kernel {s:?} (expected reference or mma)"
-                ))
-            })
+        choice::parse(s)
     }
 }
 
@@ -256,13 +246,8 @@ pub fn conv3d_with(
     if let Some(n) = fused.input_norm {
         n.validate(x)?;
     }
-    let (kernel, strict) = match options.kernel {
-        Some(kernel) => (kernel, true),
-        None => (
-            kernel_from_env()?.unwrap_or(Conv3dKernel::DEFAULT_GPU),
-            false,
-        ),
-    };
+    static ENV_CHOICE: EnvChoice<Conv3dKernel> = OnceLock::new();
+    let (kernel, strict) = choice::resolve(options.kernel, &ENV_CHOICE)?;
     match kernel {
         Conv3dKernel::Reference => reference_fused(x, weight, bias, cfg, fused),
         Conv3dKernel::Mma => gpu_conv3d(
@@ -276,21 +261,6 @@ pub fn conv3d_with(
             fused,
         ),
     }
-}
-
-/// The kernel named by [`Conv3dKernel::ENV`], read once per process.
-fn kernel_from_env() -> Result<Option<Conv3dKernel>> {
-    static CHOICE: OnceLock<std::result::Result<Option<Conv3dKernel>, String>> = OnceLock::new();
-    CHOICE
-        .get_or_init(|| match std::env::var(Conv3dKernel::ENV) {
-            Ok(name) if !name.is_empty() => name
-                .parse()
-                .map(Some)
-                .map_err(|e| format!("{}: {e}", Conv3dKernel::ENV)),
-            _ => Ok(None),
-        })
-        .clone()
-        .map_err(candle_core::Error::Msg)
 }
 
 /// GPU `kernel` when it can compute the call; otherwise an error (`strict`) or the reference.

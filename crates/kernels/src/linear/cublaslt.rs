@@ -42,6 +42,8 @@ use candle_core::{
     bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor,
 };
 use float8::F8E4M3;
+
+use crate::cuda_view::contiguous;
 use half::{bf16, f16};
 
 use crate::fp8::{Fp8Matrix, COLUMN_ALIGN};
@@ -305,16 +307,13 @@ struct Fp8Gemm {
     algo: sys::cublasLtMatmulAlgo_t,
 }
 
-/// The contiguous view of `layout` in `storage`, as `T`.
+/// The contiguous view `layout` describes in `storage`.
 fn view<'a, T: CudaDType>(
     storage: &'a CudaStorage,
     layout: &Layout,
     what: &str,
 ) -> Result<CudaView<'a, T>> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(storage.as_cuda_slice::<T>()?.slice(start..end)),
-        None => bail!("FP8 GEMM: {what} must be contiguous"),
-    }
+    contiguous(storage, layout, "FP8 GEMM", what)
 }
 
 /// The contiguous f32 view of a scale tensor's storage.
