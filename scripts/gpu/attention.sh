@@ -19,21 +19,11 @@ out=${OUT:-/tmp/attention-gpu}
 mkdir -p "$out"
 
 bin=/tmp/attention_gpu
-gunzip -c "$carry/attention_gpu.gz" >"$bin" && chmod +x "$bin" || { echo "no $carry/attention_gpu.gz: run scripts/cuda/build.sh gpu-carry and carry $carry"; exit 1; }
+. "$root/scripts/gpu/common.sh"
+unpack "$carry" attention_gpu "$bin" || exit 1
 export CADENCE_FIXTURES="${CADENCE_FIXTURES:-$root/$carry/fixtures}"
-. "$root/scripts/gpu/cuda-env.sh"
 
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw --format=csv | tee "$out/gpu.txt"
-ldd "$bin" | grep -E "cudart|not found" | tee -a "$out/gpu.txt"
-
-status=()
-step() {
-  local name=$1
-  shift
-  echo "=== $name: $*"
-  "$@" 2>&1 | tee "$out/$name.log"
-  status+=("$name=${PIPESTATUS[0]}")
-}
+gpu_state "$bin"
 
 step check "$bin" check
 step fixtures "$bin" fixtures
@@ -44,22 +34,12 @@ step bench "$bin" bench --reps 10 --out "$out/bench.jsonl"
 step baseline env PYTHONUNBUFFERED=1 python3 scripts/gpu/attention_baseline.py --reps 10 --out "$out/baseline.jsonl"
 
 python3 - "$out" "${status[@]}" <<'EOF'
-import json, os, sys
+import sys
+sys.path.insert(0, "scripts/gpu")
+from steps import load_rows, print_steps
 out, steps = sys.argv[1], sys.argv[2:]
-print("\n=== summary")
-for s in steps:
-    name, rc = s.split("=")
-    log = open(os.path.join(out, name + ".log")).read().splitlines()
-    failed = [l for l in log if "FAILED" in l]
-    print(f"{name:<24} exit {rc:>3}  {'PASS' if rc == '0' and not failed else 'FAIL'}"
-          + (f"  ({len(failed)} failed lines, first: {failed[0][:90]})" if failed else ""))
-rows = []
-for f in ("bench.jsonl", "baseline.jsonl"):
-    p = os.path.join(out, f)
-    if os.path.exists(p):
-        rows += [json.loads(l) for l in open(p) if l.strip()]
-cases = list(dict.fromkeys(r["case"] for r in rows))
-impls = list(dict.fromkeys(r["impl"] for r in rows))
+print_steps(out, steps, 24)
+rows, cases, impls = load_rows(out)
 print("\nTFLOP/s (unmasked work only; median ms in brackets)")
 print(f"{'impl':<24}" + "".join(f"{c[:22]:>24}" for c in cases))
 for i in impls:

@@ -19,23 +19,11 @@ out=${OUT:-/tmp/conv3d-gpu}
 mkdir -p "$out"
 
 bin=/tmp/conv3d_gpu
-gunzip -c "$carry/conv3d_gpu.gz" >"$bin" && chmod +x "$bin" || { echo "no $carry/conv3d_gpu.gz: run scripts/cuda/build.sh gpu-carry and carry $carry"; exit 1; }
+. "$root/scripts/gpu/common.sh"
+unpack "$carry" conv3d_gpu "$bin" || exit 1
 export CADENCE_FIXTURES="$root/$carry/fixtures"
-# The binary loads the driver at run time but links libcudart.so.13: take torch's.
-cudart=$(python3 -c 'import nvidia, glob, os; print(next(iter(glob.glob(os.path.join(list(nvidia.__path__)[0], "cu13", "lib", "libcudart.so.13*"))), ""))' 2>/dev/null)
-if [ -n "$cudart" ]; then export LD_LIBRARY_PATH="$(dirname "$cudart")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
 
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw --format=csv | tee "$out/gpu.txt"
-ldd "$bin" | grep -E "cudart|not found" | tee -a "$out/gpu.txt"
-
-status=()
-step() {
-  local name=$1
-  shift
-  echo "=== $name: $*"
-  "$@" 2>&1 | tee "$out/$name.log"
-  status+=("$name=${PIPESTATUS[0]}")
-}
+gpu_state "$bin"
 
 step check "$bin" check
 step fixtures-kernel "$bin" fixtures
@@ -54,22 +42,12 @@ if command -v ncu >/dev/null; then
 fi
 
 python3 - "$out" "${status[@]}" <<'EOF'
-import json, os, sys
+import sys
+sys.path.insert(0, "scripts/gpu")
+from steps import load_rows, print_steps
 out, steps = sys.argv[1], sys.argv[2:]
-print("\n=== summary")
-for s in steps:
-    name, rc = s.split("=")
-    log = open(os.path.join(out, name + ".log")).read().splitlines()
-    failed = [l for l in log if "FAILED" in l]
-    print(f"{name:<20} exit {rc:>3}  {'PASS' if rc == '0' and not failed else 'FAIL'}"
-          + (f"  ({len(failed)} failed lines, first: {failed[0][:90]})" if failed else ""))
-rows = []
-for f in ("bench.jsonl", "baseline.jsonl"):
-    p = os.path.join(out, f)
-    if os.path.exists(p):
-        rows += [json.loads(l) for l in open(p) if l.strip()]
-cases = list(dict.fromkeys(r["case"] for r in rows))
-impls = list(dict.fromkeys(r["impl"] for r in rows))
+print_steps(out, steps, 20)
+rows, cases, impls = load_rows(out)
 print("\nms per call (TFLOP/s) at the 1080p middle-window shape")
 print(f"{'layer':<32}" + "".join(f"{i[:20]:>22}" for i in impls))
 clip = {i: 0.0 for i in impls}

@@ -30,7 +30,8 @@ trap 'rm -rf "$work"' EXIT
 for f in cadence.gz attention_gpu.gz fixtures.tar.xz; do
   [ -f "$carry/$f" ] || { echo "no $carry/$f: run scripts/cuda/build.sh gpu-all here and carry $carry"; exit 1; }
 done
-gunzip -c "$carry/cadence.gz" >"$work/cadence" && chmod +x "$work/cadence"
+. "$root/scripts/gpu/common.sh"
+unpack "$carry" cadence "$work/cadence" || exit 1
 mkdir -p "$work/fixtures"
 # tar's -J needs the xz program; Python's tarfile reads .xz on its own.
 if command -v xz >/dev/null; then
@@ -40,16 +41,12 @@ else
     "$carry/fixtures.tar.xz" "$work/fixtures"
 fi
 export CADENCE_FIXTURES="$work/fixtures"
-. "$root/scripts/gpu/cuda-env.sh"
 
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu,power.draw \
-  --format=csv | tee "$out/gpu.txt"
-ldd "$work/cadence" | grep -E "cudart|not found" | tee -a "$out/gpu.txt"
+gpu_state "$work/cadence"
 
-status=()
-# step NAME MIN_SECONDS COMMAND...: runs COMMAND under what is left of the budget when at
-# least MIN_SECONDS are left; logs to $OUT/NAME.log.
-step() {
+# timed_step NAME MIN_SECONDS COMMAND...: runs COMMAND under what is left of the budget when
+# at least MIN_SECONDS are left; logs to $OUT/NAME.log.
+timed_step() {
   local name=$1 need=$2
   shift 2
   local left=$((deadline - SECONDS))
@@ -67,11 +64,11 @@ step() {
 
 bench=("$work/cadence" bench --device cuda --model distilled --runs 2)
 
-step selftest 60 "$work/cadence" selftest --device cuda
-step bench-256p 120 "${bench[@]}" --resolution 256p --out "$out/bench-256p"
-step attention 120 env CADENCE_GPU_CARRY="$carry" OUT="$out/attention" bash scripts/gpu/attention.sh
-step bench-540p 240 "${bench[@]}" --resolution 540p --out "$out/bench-540p"
-step bench-1080p 300 "${bench[@]}" --resolution 1080p --out "$out/bench-1080p"
+timed_step selftest 60 "$work/cadence" selftest --device cuda
+timed_step bench-256p 120 "${bench[@]}" --resolution 256p --out "$out/bench-256p"
+timed_step attention 120 env CADENCE_GPU_CARRY="$carry" OUT="$out/attention" bash scripts/gpu/attention.sh
+timed_step bench-540p 240 "${bench[@]}" --resolution 540p --out "$out/bench-540p"
+timed_step bench-1080p 300 "${bench[@]}" --resolution 1080p --out "$out/bench-1080p"
 
 echo
 echo "=== summary"
