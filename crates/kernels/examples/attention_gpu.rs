@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use cadence_core::compare::diff;
 use cadence_core::fixtures::{cases_of, Case};
 use cadence_kernels::attention::schedule::TileSchedule;
 use cadence_kernels::attention::{attention, attention_with, AttentionKernel, AttentionOptions};
@@ -181,29 +182,10 @@ fn check_problems() -> Vec<Problem> {
     v
 }
 
-/// Copies a tensor to the host as f32.
-fn host(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_device(&Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1()?)
-}
-
-/// (rel L2, max |diff|, NaN count of `got`).
+/// (rel L2, max |diff|, non-finite elements of `got`), from the fixtures' metric.
 fn compare(got: &Tensor, want: &Tensor) -> Result<(f64, f64, usize)> {
-    let (g, w) = (host(got)?, host(want)?);
-    if g.len() != w.len() {
-        bail!("shape {:?} against {:?}", got.dims(), want.dims());
-    }
-    let nan = g.iter().filter(|x| x.is_nan()).count();
-    let (mut num, mut den, mut max) = (0f64, 0f64, 0f64);
-    for (&a, &b) in g.iter().zip(&w) {
-        let d = (a as f64 - b as f64).abs();
-        num += d * d;
-        den += (b as f64) * (b as f64);
-        max = max.max(d);
-    }
-    Ok(((num / den.max(f64::MIN_POSITIVE)).sqrt(), max, nan))
+    let d = diff(got, want)?;
+    Ok((d.rel_l2, d.max_abs, d.non_finite))
 }
 
 fn run(

@@ -32,11 +32,7 @@ fn fp8(w: &Tensor, activations: Scaling) -> LinearWeight {
 }
 
 fn rel_l2(got: &Tensor, want: &Tensor) -> f64 {
-    let got = got.to_dtype(DType::F64).unwrap();
-    let want = want.to_dtype(DType::F64).unwrap();
-    let num = (got - &want).unwrap().sqr().unwrap().sum_all().unwrap();
-    let den = want.sqr().unwrap().sum_all().unwrap();
-    (num.to_scalar::<f64>().unwrap() / den.to_scalar::<f64>().unwrap()).sqrt()
+    cadence_core::compare::diff(got, want).unwrap().rel_l2
 }
 
 #[test]
