@@ -194,15 +194,21 @@ pub fn expect_max_abs(name: &str, got: &Tensor, want: &Tensor, max_abs: f64) -> 
     }
 }
 
+/// Fails, naming the tensor and both shapes, unless `got` has `want`'s shape.
+pub fn expect_same_shape(name: &str, got: &Tensor, want: &Tensor) -> Result<()> {
+    if got.dims() == want.dims() {
+        return Ok(());
+    }
+    Err(Error::InvalidInput(format!(
+        "{name}: shape {:?}, reference {:?}",
+        got.dims(),
+        want.dims()
+    )))
+}
+
 /// Fails unless `got` and `want` have the same shape and identical values.
 pub fn expect_exact(name: &str, got: &Tensor, want: &Tensor) -> Result<()> {
-    if got.dims() != want.dims() {
-        return Err(Error::InvalidInput(format!(
-            "{name}: shape {:?}, reference {:?}",
-            got.dims(),
-            want.dims()
-        )));
-    }
+    expect_same_shape(name, got, want)?;
     let d = crate::compare::diff(got, want)?;
     if d.max_abs == 0.0 {
         Ok(())

@@ -4,7 +4,7 @@
 //! `max_fraction_off_by_one` (codecs SPEC.md: an element passes when
 //! `|got - want| <= atol + rtol * |want|`).
 
-use cadence_core::fixtures::{values, Case, CaseIo};
+use cadence_core::fixtures::{expect_same_shape, values, Case, CaseIo};
 use cadence_core::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 
@@ -59,13 +59,7 @@ impl<'a> Checker<'a> {
             .ok_or_else(|| Error::Config(format!("{}: no tolerance for {name}", case.name)))?;
         let atol = tol.get("atol").and_then(|v| v.as_f64()).unwrap_or(0.0);
         let rtol = tol.get("rtol").and_then(|v| v.as_f64()).unwrap_or(0.0);
-        if got.dims() != want.dims() {
-            return Err(Error::InvalidInput(format!(
-                "{name}: shape {:?}, reference {:?}",
-                got.dims(),
-                want.dims()
-            )));
-        }
+        expect_same_shape(name, got, want)?;
         let g = values(got)?;
         let w = values(want)?;
         let mut worst = 0f64;

@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
-use cadence_core::fixtures::{values, Case, CaseIo};
+use cadence_core::fixtures::{expect_same_shape, values, Case, CaseIo};
 use cadence_core::{Error, Result};
 
 /// A tolerance as case.json states it in prose.
@@ -82,13 +82,7 @@ pub(super) fn tol_matching(case: &Case, needle: &str) -> Result<Tol> {
 
 /// Compares `got` with `want` under `tol`; the error names the tensor and the worst difference.
 pub(super) fn compare(name: &str, got: &Tensor, want: &Tensor, tol: Tol) -> Result<()> {
-    if got.dims() != want.dims() {
-        return Err(Error::InvalidInput(format!(
-            "{name}: shape {:?}, reference {:?}",
-            got.dims(),
-            want.dims()
-        )));
-    }
+    expect_same_shape(name, got, want)?;
     match tol {
         Tol::Exact => {
             let (g, w) = (values(got)?, values(want)?);

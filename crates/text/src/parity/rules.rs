@@ -1,7 +1,7 @@
 //! Tolerances as the text cases state them (prose rules read from `case.json: tolerance`) and
 //! element-wise checks that can skip rows the reference leaves undefined (padded queries).
 
-use cadence_core::fixtures::{values, Case};
+use cadence_core::fixtures::{expect_same_shape, values, Case};
 use cadence_core::{Error, Result};
 use candle_core::{DType, Tensor};
 use serde_json::Value;
@@ -137,13 +137,7 @@ pub(super) fn check(
     rule: &Rule,
     rows: Option<&[Vec<bool>]>,
 ) -> Result<String> {
-    if got.dims() != want.dims() {
-        return Err(Error::InvalidInput(format!(
-            "{name}: shape {:?}, reference {:?}",
-            got.dims(),
-            want.dims()
-        )));
-    }
+    expect_same_shape(name, got, want)?;
     let g = values(got)?;
     let w = values(want)?;
     let dims = want.dims();
