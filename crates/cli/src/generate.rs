@@ -50,6 +50,8 @@ pub fn run(args: &GenerateArgs, out: &Output) -> Result<(), CliError> {
     let request = request(args, &plan, prompt, seed);
     check_inputs(&request)?;
     let output = output_path(args.output.as_deref(), seed)?;
+    // A malformed SOURCE_DATE_EPOCH would only stop the MP4 writer after the whole generation.
+    cadence_media::mp4::moov::creation_time().map_err(|e| from_core(e, Phase::Inputs))?;
     let mut device = device::select(args.device, mode.resolution != ModeResolution::P256)?;
     device.options.dit_weights = args.precision.weight_format();
 

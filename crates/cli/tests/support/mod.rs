@@ -38,7 +38,9 @@ pub fn cadence(home: &Path) -> Command {
         .env_remove("HF_TOKEN")
         .env_remove("HUGGING_FACE_HUB_TOKEN")
         .env_remove("HF_ENDPOINT")
-        .env_remove("CADENCE_WEIGHTS_DIR");
+        .env_remove("CADENCE_WEIGHTS_DIR")
+        // Pins the MP4 headers' creation time, so equal clips are equal files.
+        .env("SOURCE_DATE_EPOCH", "0");
     cmd
 }
 

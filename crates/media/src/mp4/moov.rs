@@ -76,12 +76,31 @@ pub fn ftyp() -> Result<Vec<u8>> {
     )
 }
 
-/// Current time in seconds since 1904 (0 if the clock is before 1970).
-fn now_mp4() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        + MP4_EPOCH_OFFSET
+/// The time the file says it was made, in seconds since 1904: `$SOURCE_DATE_EPOCH` (Unix
+/// seconds; the reproducible-builds convention) when set, so a seeded run can give a
+/// byte-identical file, else now. A malformed value is an error naming the variable rather
+/// than a silently different file.
+pub fn creation_time() -> Result<u64> {
+    mp4_time(
+        std::env::var("SOURCE_DATE_EPOCH").ok().as_deref(),
+        std::time::SystemTime::now(),
+    )
+}
+
+fn mp4_time(source_date_epoch: Option<&str>, now: std::time::SystemTime) -> Result<u64> {
+    let unix = match source_date_epoch {
+        Some(value) => value.trim().parse::<u64>().map_err(|_| {
+            Error::InvalidInput(format!(
+                "SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds since 1970; \
+                 set it to one (e.g. 0) or unset it"
+            ))
+        })?,
+        // A clock before 1970 is left at the Unix epoch.
+        None => now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    Ok(unix + MP4_EPOCH_OFFSET)
 }
 
 fn dinf() -> Dinf {
@@ -95,15 +114,15 @@ fn dinf() -> Dinf {
 }
 
 /// Builds the `moov` box. `data_offset` is the file offset of the first media byte; `wide`
-/// selects 64-bit chunk offsets.
+/// selects 64-bit chunk offsets; `time` is the creation time (see [`creation_time`]).
 pub fn moov(
     video: &VideoTrack<'_>,
     audio: Option<&AudioTrack<'_>>,
     movie_timescale: u32,
     data_offset: u64,
     wide: bool,
+    time: u64,
 ) -> Result<Vec<u8>> {
-    let time = now_mp4();
     let mut traks = vec![video_trak(video, movie_timescale, data_offset, wide, time)];
     let mut duration = video.edit.movie_duration(video.timescale, movie_timescale);
     if let Some(a) = audio {
@@ -293,4 +312,26 @@ fn audio_trak(
         },
         time,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn source_date_epoch_overrides_the_clock() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(
+            mp4_time(None, now).unwrap(),
+            1_700_000_000 + MP4_EPOCH_OFFSET
+        );
+        assert_eq!(mp4_time(Some("0"), now).unwrap(), MP4_EPOCH_OFFSET);
+        assert_eq!(mp4_time(Some(" 42\n"), now).unwrap(), 42 + MP4_EPOCH_OFFSET);
+        let err = mp4_time(Some("yesterday"), now).unwrap_err().to_string();
+        assert!(
+            err.contains("SOURCE_DATE_EPOCH") && err.contains("unset it"),
+            "{err}"
+        );
+    }
 }

@@ -197,11 +197,14 @@ pub struct Mp4Writer {
     pending_audio: VecDeque<AccessUnit>,
     audio_units_written: u64,
     audio_samples: u64,
+    /// Creation time written into the headers (seconds since 1904).
+    created: u64,
     failed: bool,
 }
 
 impl Mp4Writer {
-    /// Prepares to write `path` (its folder must exist). Starts the encoder threads.
+    /// Prepares to write `path` (its folder must exist). Starts the encoder threads. The headers'
+    /// creation time is `$SOURCE_DATE_EPOCH` when set (so equal inputs give equal files), else now.
     pub fn create(path: &Path, video: VideoParams, audio: AudioParams) -> Result<Self> {
         video.validate()?;
         if !(1..=2).contains(&audio.channels) {
@@ -216,6 +219,7 @@ impl Mp4Writer {
             audio.channels,
             audio.bitrate_bps,
         )?;
+        let created = moov::creation_time()?;
         let data = MediaData::create(path)?;
         let (video_timescale, frame_ticks) = video.timescale();
         let pool = SegmentPool::start(
@@ -246,6 +250,7 @@ impl Mp4Writer {
             pending_audio: VecDeque::new(),
             audio_units_written: 0,
             audio_samples: 0,
+            created,
             failed: false,
         })
     }
@@ -479,12 +484,33 @@ impl Mp4Writer {
 
         let ftyp = moov::ftyp()?;
         let payload = self.data.len();
-        let probe = moov::moov(&video, audio.as_ref(), movie_timescale, 0, false)?;
+        let probe = moov::moov(
+            &video,
+            audio.as_ref(),
+            movie_timescale,
+            0,
+            false,
+            self.created,
+        )?;
         let wide = ftyp.len() as u64 + probe.len() as u64 + 16 + payload > u64::from(u32::MAX);
-        let sized = moov::moov(&video, audio.as_ref(), movie_timescale, 0, wide)?;
+        let sized = moov::moov(
+            &video,
+            audio.as_ref(),
+            movie_timescale,
+            0,
+            wide,
+            self.created,
+        )?;
         let mdat_header = mdat_header(payload);
         let data_offset = (ftyp.len() + sized.len() + mdat_header.len()) as u64;
-        let moov = moov::moov(&video, audio.as_ref(), movie_timescale, data_offset, wide)?;
+        let moov = moov::moov(
+            &video,
+            audio.as_ref(),
+            movie_timescale,
+            data_offset,
+            wide,
+            self.created,
+        )?;
         if moov.len() != sized.len() {
             return Err(Error::InvalidInput(format!(
                 "{}: moov size changed from {} to {} bytes while placing it",
