@@ -45,6 +45,11 @@ fn the_demo_writes_an_mp4_with_audio_and_a_json_summary() {
         ],
     );
     assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(
+        !r.stderr.contains("[OpenH264]"),
+        "the encoder's own log reached the terminal:\n{}",
+        r.stderr
+    );
     let json: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
     assert_eq!(json["demo"], true);
     assert_eq!(json["seed"], 3);

@@ -268,6 +268,22 @@ fn encoder_config(s: &SegmentSettings) -> EncoderConfig {
         .vui(VuiConfig::bt601())
 }
 
+/// Lowers openh264's log level to errors before its lazy initialisation. The crate sets the
+/// level only after initialising, so every segment printed openh264's warning that a bit rate
+/// cannot be held without frame skipping (we never skip frames: see [`encoder_config`]) on the
+/// user's terminal. Errors still print, and still fail the encode through return codes.
+fn quiet_warnings(encoder: &mut Encoder) {
+    let mut level = openh264_sys2::WELS_LOG_ERROR;
+    // SAFETY: the encoder handle is live; openh264 accepts the trace-level option before
+    // initialisation and reads one int from the pointer during the call.
+    unsafe {
+        encoder.raw_api().set_option(
+            openh264_sys2::ENCODER_OPTION_TRACE_LEVEL,
+            std::ptr::addr_of_mut!(level).cast(),
+        );
+    }
+}
+
 fn worker(
     settings: SegmentSettings,
     jobs: Receiver<Job>,
@@ -282,7 +298,10 @@ fn worker(
         if job.starts_segment {
             // A fresh encoder per segment: the segment starts with an IDR and shares no state.
             match Encoder::with_api_config(OpenH264API::from_source(), encoder_config(&settings)) {
-                Ok(e) => encoder = Some(e),
+                Ok(mut e) => {
+                    quiet_warnings(&mut e);
+                    encoder = Some(e);
+                }
                 Err(e) => {
                     let _ = out.send(Err(format!("cannot create the encoder: {e}")));
                     return;
