@@ -4,6 +4,8 @@
 //! test build). Build once with `nasm` on the PATH and once with `OPENH264_NO_ASM=1` (in another
 //! target dir) to compare openh264 with and without assembly.
 //!
+//! Set `SOURCE_DATE_EPOCH=0` to make the printed file hashes comparable between builds.
+//!
 //! Environment: `CADENCE_BENCH_SECONDS` (clip length, default 15), `CADENCE_BENCH_THREADS`
 //! (comma-separated thread counts, default "1,<cores>").
 
@@ -53,6 +55,17 @@ fn cpu_seconds() -> f64 {
     let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
     // Clock ticks are 100 per second on Linux.
     tick(11).zip(tick(12)).map_or(0.0, |(u, s)| (u + s) / 100.0)
+}
+
+/// A hash of the written file, to compare builds (with and without assembly) and thread counts:
+/// equal with `SOURCE_DATE_EPOCH` set (the header's creation time), else it differs each run.
+fn file_hash(path: &std::path::Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(path)
+        .expect("read the clip back")
+        .hash(&mut h);
+    h.finish()
 }
 
 fn main() {
@@ -114,11 +127,12 @@ fn main() {
         let cpu = cpu_seconds() - cpu;
         println!(
             "threads {n}: whole {seconds} s clip {secs:.2} s, {:.1} ms per frame ({:.1} ms CPU), \
-             {:.1} Mbit/s, {:.2}x real time",
+             {:.1} Mbit/s, {:.2}x real time, file hash {:016x}",
             secs * 1000.0 / frames as f64,
             cpu * 1000.0 / frames as f64,
             summary.bytes as f64 * 8.0 / seconds as f64 / 1e6,
-            seconds as f64 / secs
+            seconds as f64 / secs,
+            file_hash(&path)
         );
     }
 

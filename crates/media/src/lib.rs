@@ -23,9 +23,9 @@
 //! * symphonia (MPL-2.0, file-level copyleft, fine to link), image, rubato, mp4-atom, hound,
 //!   tempfile: MIT and/or Apache-2.0.
 //!
-//! Building with `nasm` on the PATH enables openh264's x86 assembly (about 3x faster encoding,
-//! identical output); without it openh264 silently builds plain C. `OPENH264_NO_ASM=1` forces
-//! the C build.
+//! Building with `nasm` on the PATH enables openh264's x86 assembly (2.2x faster encoding,
+//! byte-identical output; both measured in BENCHMARKS.md); without it
+//! openh264 silently builds plain C. `OPENH264_NO_ASM=1` forces the C build.
 
 #![warn(missing_docs)]
 
