@@ -236,7 +236,8 @@ pub struct WeightsArgs {
 pub struct GenerateArgs {
     /// What the clip shows and says (quote it). Detailed prompts work best.
     #[arg(value_name = "PROMPT", conflicts_with = "prompt_file")]
-    pub prompt: Option<String>,
+    // Not a String: clap would reject a non-UTF-8 prompt without saying how to fix it.
+    pub prompt: Option<std::ffi::OsString>,
     /// Read the prompt from a text file.
     #[arg(long, value_name = "FILE")]
     pub prompt_file: Option<PathBuf>,

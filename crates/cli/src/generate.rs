@@ -103,9 +103,9 @@ pub fn run(args: &GenerateArgs, out: &Output) -> Result<(), CliError> {
 /// The prompt from the command line or `--prompt-file`.
 fn prompt(args: &GenerateArgs) -> Result<String, CliError> {
     if let Some(path) = &args.prompt_file {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| unreadable("prompt file", path, &e))?;
-        let text = text.trim();
+        let bytes = std::fs::read(path).map_err(|e| unreadable("prompt file", path, &e))?;
+        let what = format!("the prompt file {}", path.display());
+        let text = utf8(&bytes, &what, "save it as UTF-8")?.trim();
         if text.is_empty() {
             return Err(CliError::input(format!(
                 "the prompt file {} is empty; write the prompt in it",
@@ -115,13 +115,30 @@ fn prompt(args: &GenerateArgs) -> Result<String, CliError> {
         return Ok(text.to_string());
     }
     match (&args.prompt, args.demo) {
-        (Some(p), _) => Ok(p.clone()),
+        (Some(p), _) => Ok(utf8(
+            p.as_encoded_bytes(),
+            "the prompt",
+            "set the terminal's locale to UTF-8, or put the prompt in a UTF-8 file for \
+             --prompt-file",
+        )?
+        .to_string()),
         (None, true) => Ok(DEMO_PROMPT.into()),
         (None, false) => Err(CliError::usage(
             "no prompt: give one in quotes (cadence generate \"A woman smiles and says hello.\") \
              or with --prompt-file FILE",
         )),
     }
+}
+
+/// `bytes` as text, or an error naming `what`, the first invalid byte and `fix`.
+fn utf8<'a>(bytes: &'a [u8], what: &str, fix: &str) -> Result<&'a str, CliError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        CliError::input(format!(
+            "{what} is not UTF-8 text (byte 0x{:02X} at offset {at}); {fix}",
+            bytes[at]
+        ))
+    })
 }
 
 /// A seed from the OS's randomness (std's hasher keys), small enough to type back.

@@ -200,6 +200,7 @@ fn fails(args: &[&str], code: i32, fragments: &[&str]) -> Run {
     let gif = home.path().join("anim.png");
     std::fs::write(&gif, b"GIF89a\x01\0\x01\0\0\0\0;").unwrap();
     std::fs::write(home.path().join("empty.txt"), "  \n").unwrap();
+    std::fs::write(home.path().join("latin1.txt"), b"caf\xe9 au lait").unwrap();
     let before = files_under(home.path());
     let r = run(cadence(home.path()), args);
     assert_eq!(r.code, Some(code), "{args:?}: {r:?}");
@@ -261,6 +262,16 @@ fn bad_inputs_fail_fast_with_one_sentence_and_no_output() {
         &["empty.txt", "is empty"],
     );
     fails(
+        &["generate", "--demo", "--prompt-file", "latin1.txt"],
+        4,
+        &[
+            "latin1.txt",
+            "not UTF-8",
+            "0xE9 at offset 3",
+            "save it as UTF-8",
+        ],
+    );
+    fails(
         &["generate", "--demo", "--prompt-file", "none.txt"],
         4,
         &["none.txt"],
@@ -284,6 +295,28 @@ fn a_malformed_source_date_epoch_fails_before_generating() {
         error.contains("SOURCE_DATE_EPOCH") && error.contains("unset it"),
         "{error}"
     );
+    assert!(!home.path().join("clip.mp4").exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_prompt_that_is_not_utf8_names_the_byte_and_the_fix() {
+    use std::os::unix::ffi::OsStrExt;
+    let home = tempfile::tempdir().unwrap();
+    let out = cadence(home.path())
+        .args(["generate", "--demo", "-o", "clip.mp4"])
+        .arg(std::ffi::OsStr::from_bytes(b"caf\xe9"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for f in [
+        "the prompt is not UTF-8",
+        "0xE9 at offset 3",
+        "--prompt-file",
+    ] {
+        assert!(stderr.contains(f), "{stderr:?} lacks {f:?}");
+    }
     assert!(!home.path().join("clip.mp4").exists());
 }
 
