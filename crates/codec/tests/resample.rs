@@ -2,6 +2,7 @@
 //! integer factor returns the band-limited input.
 
 use cadence_codec::audio_glue::resample_fft;
+use cadence_core::compare::diff;
 use candle_core::{Device, Tensor};
 
 #[test]
@@ -13,24 +14,10 @@ fn resample_identity_and_upsampling() {
     )
     .unwrap();
     let same = resample_fft(&x, 6).unwrap();
-    let d = (same - &x)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = diff(&same, &x).unwrap().max_abs;
     assert!(d < 1e-6, "{d}");
     let up = resample_fft(&x, 12).unwrap();
     let back = resample_fft(&up, 6).unwrap();
-    let d = (back - &x)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = diff(&back, &x).unwrap().max_abs;
     assert!(d < 1e-5, "{d}");
 }

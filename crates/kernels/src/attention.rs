@@ -433,15 +433,8 @@ mod tests {
             poison_output: true,
         };
         let reference = attention_with(&options, &q, &q, &q, None, None).unwrap();
-        let diff = (auto - reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(diff, 0.0);
+        let diff = cadence_core::compare::diff(&auto, &reference).unwrap();
+        assert_eq!(diff.max_abs, 0.0);
         for kernel in [
             AttentionKernel::Mma,
             AttentionKernel::Wgmma,

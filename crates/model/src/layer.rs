@@ -347,16 +347,9 @@ mod tests {
             let whole = layer.forward(&x, &ctx, None).unwrap();
             layer.token_chunk = 5;
             let pieces = layer.forward(&x, &ctx, None).unwrap();
-            let diff = (whole - pieces)
+            let diff = cadence_core::compare::diff(&whole, &pieces)
                 .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+                .max_abs;
             assert!(diff <= 1e-5, "layer {i}: pieces differ by {diff}");
         }
     }

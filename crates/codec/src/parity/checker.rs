@@ -8,6 +8,8 @@ use cadence_core::fixtures::{expect_same_shape, values, Case, CaseIo};
 use cadence_core::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 
+use crate::video::VideoChunk;
+
 /// Checks tensors of one case against its `io.safetensors`, using `tolerances.<name>`, and
 /// remembers which were checked so that [`Checker::finish`] can insist on every `out.*`.
 pub(super) struct Checker<'a> {
@@ -110,4 +112,25 @@ impl<'a> Checker<'a> {
 /// The suffix of `name` after `prefix` (the case's variant tag, e.g. `_T3`).
 pub(super) fn suffix<'n>(name: &'n str, prefix: &str) -> &'n str {
     name.strip_prefix(prefix).unwrap_or("")
+}
+
+/// Runs a streaming decode and returns its chunks, failing when one does not start where the
+/// previous one ended (the order the pipeline's MP4 writer relies on).
+pub(super) fn streamed_in_order(
+    decode: impl FnOnce(&mut dyn FnMut(VideoChunk) -> Result<()>) -> Result<()>,
+) -> Result<Vec<VideoChunk>> {
+    let mut chunks = Vec::new();
+    let mut next = 0;
+    decode(&mut |chunk: VideoChunk| {
+        if chunk.first_frame != next {
+            return Err(Error::InvalidInput(format!(
+                "streamed chunk starts at frame {}, expected {next}",
+                chunk.first_frame
+            )));
+        }
+        next += chunk.len();
+        chunks.push(chunk);
+        Ok(())
+    })?;
+    Ok(chunks)
 }

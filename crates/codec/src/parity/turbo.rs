@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use cadence_core::fixtures::Case;
 use cadence_core::{Error, Result};
 
-use super::checker::{suffix, Checker};
+use super::checker::{streamed_in_order, suffix, Checker};
 use crate::video::frames_u8;
 use crate::{StateDict, TurboConfig, TurboVaed};
 
@@ -37,19 +37,10 @@ pub(super) fn check_decode(case: &Case, device: &Device) -> Result<()> {
                 c.check(&name_out, &vae.decode_window(&zin, w.first_chunk)?)?;
             }
         }
-        let mut chunks: Vec<Tensor> = Vec::new();
-        let mut next = 0;
-        vae.decode_streaming(&latent, |chunk| {
-            if chunk.first_frame != next {
-                return Err(Error::InvalidInput(format!(
-                    "streamed chunk starts at frame {}, expected {next}",
-                    chunk.first_frame
-                )));
-            }
-            next += chunk.video.dim(2)?;
-            chunks.push(chunk.video);
-            Ok(())
-        })?;
+        let chunks: Vec<Tensor> = streamed_in_order(|on| vae.decode_streaming(&latent, on))?
+            .into_iter()
+            .map(|chunk| chunk.video)
+            .collect();
         if chunks.len() != plan.windows.len() {
             return Err(Error::InvalidInput(format!(
                 "{} streamed chunks for {} windows",

@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use cadence_core::fixtures::Case;
 use cadence_core::{Error, Result};
 
-use super::checker::Checker;
+use super::checker::{streamed_in_order, Checker};
 use crate::video::{frames_u8, patchify, LatentNorm};
 use crate::{StateDict, WanConfig, WanVae};
 
@@ -74,19 +74,7 @@ pub(super) fn check_decode(case: &Case, device: &Device) -> Result<()> {
         Ok(())
     })?;
     // Streaming: frame chunks arrive in order, 1 frame then 4 per latent frame.
-    let mut chunks = Vec::new();
-    let mut next = 0;
-    vae.decode_streaming(&latent, |chunk| {
-        if chunk.first_frame != next {
-            return Err(Error::InvalidInput(format!(
-                "streamed chunk starts at frame {}, expected {next}",
-                chunk.first_frame
-            )));
-        }
-        next += chunk.len();
-        chunks.push(chunk);
-        Ok(())
-    })?;
+    let chunks = streamed_in_order(|on| vae.decode_streaming(&latent, on))?;
     let video = Tensor::cat(
         &chunks.iter().map(|c| c.video.clone()).collect::<Vec<_>>(),
         2,
