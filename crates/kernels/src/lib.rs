@@ -14,6 +14,8 @@ pub mod attention;
 pub mod choice;
 pub mod conv3d;
 #[cfg(feature = "cuda")]
+mod cuda_launch;
+#[cfg(feature = "cuda")]
 mod cuda_view;
 pub mod fp8;
 pub mod linear;

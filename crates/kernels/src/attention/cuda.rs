@@ -11,21 +11,20 @@
 //! Heads narrower than 128 (the tiny fixture models) are zero-padded to 128 on the device: the
 //! extra zero columns change no score or output, and the softmax scale stays `1/sqrt(D)`.
 
-use std::collections::HashMap;
 use std::f32::consts::LOG2_E;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc::driver::{
-    sys, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut,
-    DeviceRepr, LaunchConfig, PushKernelArg,
+    sys, CudaFunction, CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, DeviceRepr,
+    LaunchConfig, PushKernelArg,
 };
-use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, D};
 use half::bf16;
 
 use super::schedule::TileSchedule;
 use super::{AttentionKernel, AttentionMask};
+use crate::cuda_launch::{hopper_bf16, load_function, poison_bf16};
 use crate::cuda_view::contiguous;
 
 mod cubins {
@@ -101,29 +100,8 @@ pub(super) fn plan(
             "the reference is not a GPU kernel".into(),
         ));
     };
-    let candle_core::Device::Cuda(dev) = q.device() else {
-        return Ok(Plan::Unsupported(format!(
-            "the tensors are on {:?}, not a CUDA device",
-            q.device().location()
-        )));
-    };
-    let major = dev
-        .cuda_stream()
-        .context()
-        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
-        .w()?;
-    if major != 9 {
-        return Ok(Plan::Unsupported(format!(
-            "the kernels are built for compute capability 9.x (sm_90a), the device has {major}.x"
-        )));
-    }
-    for (name, t) in [("q", q), ("k", k), ("v", v)] {
-        if t.dtype() != DType::BF16 {
-            return Ok(Plan::Unsupported(format!(
-                "{name} is {:?}; the kernels take bf16",
-                t.dtype()
-            )));
-        }
+    if let Err(why) = hopper_bf16(q.device(), &[("q", q), ("k", k), ("v", v)])? {
+        return Ok(Plan::Unsupported(why));
     }
     let (Ok((len, hq, dim)), Ok((k_len, hk, k_dim))) = (q.dims3(), k.dims3()) else {
         return Ok(Plan::Unsupported("q and k must be (L, H, D)".into()));
@@ -275,40 +253,21 @@ impl TensorMap {
     }
 }
 
-/// The loaded function of `kernel` on `dev`, loaded once per (device, kernel).
+/// The loaded function of `kernel` on `dev` (see [`load_function`]).
 fn function(dev: &CudaDevice, kernel: AttentionKernel, spec: &KernelSpec) -> Result<CudaFunction> {
-    type Loaded = HashMap<(candle_core::cuda_backend::DeviceId, &'static str), CudaFunction>;
-    static LOADED: OnceLock<Mutex<Loaded>> = OnceLock::new();
-    let key = (dev.id(), spec.entry);
-    let mut loaded = LOADED
-        .get_or_init(Default::default)
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("attention kernel cache poisoned".into()))?;
-    if let Some(f) = loaded.get(&key) {
-        return Ok(f.clone());
-    }
-    let cubin = match spec.cubin {
-        Some(bytes) if !bytes.is_empty() => bytes,
-        // Empty: compiled by scripts/cuda/fake-nvcc (type-checking builds only).
-        _ => bail!(
+    load_function(
+        dev,
+        spec.cubin,
+        spec.entry,
+        spec.smem_bytes as usize,
+        || {
+            format!(
             "the {kernel} attention kernel was not compiled into this build of cadence-kernels \
              (nvcc was missing or fake); install the CUDA 13.0 toolkit with \
              `eval \"$(scripts/cuda/toolkit.sh)\"` and rebuild with --features cuda"
-        ),
-    };
-    let module: Arc<CudaModule> = dev
-        .cuda_stream()
-        .context()
-        .load_module(Ptx::from_binary(cubin.to_vec()))
-        .w()?;
-    let f = module.load_function(spec.entry).w()?;
-    f.set_attribute(
-        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        spec.smem_bytes as i32,
+        )
+        },
     )
-    .w()?;
-    loaded.insert(key, f.clone());
-    Ok(f)
 }
 
 /// The contiguous bf16 view `layout` describes in `storage`.
@@ -425,11 +384,7 @@ impl AttentionOp {
         let gate_ptr = gate_view.as_ref().map(|g| g.device_ptr(stream));
 
         if self.poison_output {
-            // bf16 NaN in every element: an element the kernel misses stays NaN.
-            // SAFETY: o_ptr addresses `elements` u16 values on this stream's context.
-            unsafe { sys::cuMemsetD16Async(o_ptr, 0x7FC0, elements, stream.cu_stream()) }
-                .result()
-                .w()?;
+            poison_bf16(o_ptr, elements, stream)?;
         }
 
         let q_tiles = s.query_tiles();

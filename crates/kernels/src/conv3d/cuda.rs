@@ -19,17 +19,15 @@
 //! With `poison_output` both the copy and the output are filled with bf16 NaN first, so an
 //! element either kernel fails to write shows up in a self-test.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc::driver::{
-    sys, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
-    LaunchConfig, PushKernelArg,
+    CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
+    PushKernelArg,
 };
-use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
 use candle_core::cuda_backend::{CudaDevice, CudaStorage, WrapErr};
 use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor,
+    bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor,
 };
 use half::bf16;
 
@@ -38,6 +36,7 @@ use super::gemm::{
     TRANSPOSE_POSITIONS,
 };
 use super::{Conv3dConfig, Fused, InputNorm};
+use crate::cuda_launch::{hopper_bf16, load_function, poison_bf16, poison_f32};
 
 mod cubins {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
@@ -64,29 +63,8 @@ pub(super) enum Plan {
 
 /// Whether the kernel can compute `conv3d(x, weight, cfg)` (arguments already validated).
 pub(super) fn plan(x: &Tensor, weight: &Tensor, cfg: Conv3dConfig) -> Result<Plan> {
-    let Device::Cuda(dev) = x.device() else {
-        return Ok(Plan::Unsupported(format!(
-            "the tensors are on {:?}, not a CUDA device",
-            x.device().location()
-        )));
-    };
-    let major = dev
-        .cuda_stream()
-        .context()
-        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
-        .w()?;
-    if major != 9 {
-        return Ok(Plan::Unsupported(format!(
-            "the kernel is built for compute capability 9.x (sm_90a), the device has {major}.x"
-        )));
-    }
-    for (name, t) in [("input", x), ("weight", weight)] {
-        if t.dtype() != DType::BF16 {
-            return Ok(Plan::Unsupported(format!(
-                "the {name} is {:?}; the kernel takes bf16",
-                t.dtype()
-            )));
-        }
+    if let Err(why) = hopper_bf16(x.device(), &[("input", x), ("weight", weight)])? {
+        return Ok(Plan::Unsupported(why));
     }
     let dims = |t: &Tensor| -> Result<[usize; 5]> {
         let (a, b, c, d, e) = t.dims5()?;
@@ -176,58 +154,20 @@ fn dense_frames(l: &Layout) -> bool {
     d.len() == 5 && s[4] == 1 && s[3] == d[4] && s[2] == d[3] * d[4]
 }
 
-/// The loaded function `entry` of `cubin` on `dev`, loaded once per (device, entry), with its
-/// dynamic shared-memory limit raised to `smem_bytes`.
+/// The conv3d function `entry` of `cubin` on `dev` (see [`load_function`]).
 fn function(
     dev: &CudaDevice,
     cubin: Option<&'static [u8]>,
     entry: &'static str,
     smem_bytes: usize,
 ) -> Result<CudaFunction> {
-    type Loaded = HashMap<(candle_core::cuda_backend::DeviceId, &'static str), CudaFunction>;
-    static LOADED: OnceLock<Mutex<Loaded>> = OnceLock::new();
-    let key = (dev.id(), entry);
-    let mut loaded = LOADED
-        .get_or_init(Default::default)
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("conv3d kernel cache poisoned".into()))?;
-    if let Some(f) = loaded.get(&key) {
-        return Ok(f.clone());
-    }
-    let cubin = match cubin {
-        Some(bytes) if !bytes.is_empty() => bytes,
-        // Empty: compiled by scripts/cuda/fake-nvcc (type-checking builds only).
-        _ => bail!(
-            "the conv3d kernel was not compiled into this build of cadence-kernels (nvcc was \
-             missing or fake); install the CUDA 13.0 toolkit with \
-             `eval \"$(scripts/cuda/toolkit.sh)\"` and rebuild with --features cuda, or set \
-             CADENCE_CONV3D_KERNEL=reference"
-        ),
-    };
-    let module: Arc<CudaModule> = dev
-        .cuda_stream()
-        .context()
-        .load_module(Ptx::from_binary(cubin.to_vec()))
-        .w()?;
-    let f = module.load_function(entry).w()?;
-    if smem_bytes > 0 {
-        f.set_attribute(
-            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            smem_bytes as i32,
-        )
-        .w()?;
-    }
-    loaded.insert(key, f.clone());
-    Ok(f)
-}
-
-/// Fills `len` bf16 values at `ptr` with NaN on `stream`.
-fn poison(ptr: sys::CUdeviceptr, len: usize, stream: &CudaStream) -> Result<()> {
-    // SAFETY: ptr addresses `len` u16 values of a live allocation on this stream's context.
-    unsafe { sys::cuMemsetD16Async(ptr, 0x7FC0, len, stream.cu_stream()) }
-        .result()
-        .w()?;
-    Ok(())
+    load_function(dev, cubin, entry, smem_bytes, || {
+        "the conv3d kernel was not compiled into this build of cadence-kernels (nvcc was \
+         missing or fake); install the CUDA 13.0 toolkit with \
+         `eval \"$(scripts/cuda/toolkit.sh)\"` and rebuild with --features cuda, or set \
+         CADENCE_CONV3D_KERNEL=reference"
+            .into()
+    })
 }
 
 /// Allocates `len` bf16 values on `stream` (uninitialised: the kernels write every element,
@@ -270,11 +210,7 @@ impl CustomOp1 for NormStatsOp {
         let (x_ptr, _x_sync) = x.device_ptr(&stream);
         let (o_ptr, _o_sync) = out.device_ptr_mut(&stream);
         if self.poison_output {
-            // f32 NaN in every position: one the kernel misses poisons the output.
-            // SAFETY: o_ptr addresses `len` f32 values of a live allocation on this stream.
-            unsafe { sys::cuMemsetD32Async(o_ptr, 0x7FC0_0000, len, stream.cu_stream()) }
-                .result()
-                .w()?;
+            poison_f32(o_ptr, len, &stream)?;
         }
         let mut params = g.norm_stats_params(strides, offset, self.norm);
         params.x = x_ptr + (offset * 2) as u64;
@@ -354,7 +290,7 @@ impl CustomOp1 for ChannelsLastOp {
         let gamma_ptr = gamma.map(|(t, start)| (t.device_ptr(&stream), start));
         let (o_ptr, _o_sync) = out.device_ptr_mut(&stream);
         if self.poison_output {
-            poison(o_ptr, g.channels_last_len(), &stream)?;
+            poison_bf16(o_ptr, g.channels_last_len(), &stream)?;
         }
         let act = self.norm.as_ref().map_or(0, |n| n.act);
         let mut params = g.transpose_params(strides, offset, act);
@@ -473,7 +409,7 @@ impl CustomOp2 for ConvOp {
         let res_ptr = residual.map(|(r, start)| (r.device_ptr(&stream), start));
         let (o_ptr, _o_sync) = out.device_ptr_mut(&stream);
         if self.poison_output {
-            poison(o_ptr, out_len, &stream)?;
+            poison_bf16(o_ptr, out_len, &stream)?;
         }
 
         let mut params = g.params(g.vector_store(res_ptr.as_ref().map(|(_, start)| *start)));
