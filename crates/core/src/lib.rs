@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cancel;
 pub mod checkpoint;
 pub mod compare;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod fixtures;
 pub mod random;
 
+pub use cancel::CancelToken;
 pub use checkpoint::{Checkpoint, TensorSpec, WeightSource};
 pub use error::{Error, Result};
 pub use random::RandomWeights;

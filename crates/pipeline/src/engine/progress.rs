@@ -1,13 +1,12 @@
 //! Progress reporting, cancellation and the per-stage timings of a generation.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
-use cadence_core::{Error, Result};
+use cadence_core::Result;
+pub use cadence_core::CancelToken;
 
 use super::flops::DitWork;
 use super::sink::ClipInfo;
@@ -86,36 +85,6 @@ pub trait Progress {
 }
 
 impl Progress for () {}
-
-/// A flag another thread (a Ctrl-C handler) sets to stop a generation at the next step.
-#[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    /// A token that is not cancelled.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Requests cancellation.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether cancellation was requested.
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    /// `Err(Error::Cancelled)` once cancellation was requested.
-    pub fn check(&self) -> Result<()> {
-        if self.is_cancelled() {
-            Err(Error::Cancelled)
-        } else {
-            Ok(())
-        }
-    }
-}
 
 /// What a finished generation reports.
 #[derive(Debug, Clone)]
