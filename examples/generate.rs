@@ -1,17 +1,18 @@
-//! Generate one clip with the library API and write it as an MP4.
+//! Build an engine from model folders and generate one clip into memory, with the library API
+//! only (no downloader, no command line).
 //!
 //! ```sh
 //! # the embedded tiny demo model (random weights, CPU):
-//! cargo run --release -p cadence-pipeline --example generate -- "a woman smiles" clip.mp4
-//! # real weights from a folder laid out like weights.toml (or the Hugging Face cache):
-//! CADENCE_WEIGHTS=/data/ckpts cargo run --release -p cadence-pipeline --example generate -- "a woman smiles" clip.mp4
+//! cargo run --release -p cadence-pipeline --example generate -- "a woman smiles"
+//! # real weights: a folder with one sub-folder per component, named by its id
+//! # (distill/, t5gemma/, turbo_vae/, stable_audio/):
+//! CADENCE_MODELS=/data/magihuman cargo run --release -p cadence-pipeline --example generate -- "a woman smiles"
 //! ```
 
-use std::path::PathBuf;
-
-use cadence_pipeline::engine::{CancelToken, Engine, EngineOptions, Mp4Sink, Progress, StageKind};
-use cadence_pipeline::GenerationRequest;
-use cadence_weights::{Dit, HubSettings, Manifest, Mode, WeightsRoot};
+use cadence_pipeline::engine::{
+    CancelToken, Clip, EngineBuilder, Progress, StageKind, WeightsSource,
+};
+use cadence_pipeline::{GenerationRequest, Mode, ModelDirs};
 
 /// Prints each stage as it ends.
 struct Log;
@@ -26,42 +27,37 @@ impl Progress for Log {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let prompt = args
-        .next()
+    let prompt = std::env::args()
+        .nth(1)
         .unwrap_or_else(|| "a woman smiles and says hello".into());
-    let output = PathBuf::from(args.next().unwrap_or_else(|| "clip.mp4".into()));
-
-    let engine = match std::env::var_os("CADENCE_WEIGHTS") {
-        Some(dir) => {
-            let hub = HubSettings::from_env()?;
-            let root = WeightsRoot::from_settings(Some(PathBuf::from(dir).as_path()), &hub);
-            Engine::load(
-                &root,
-                &Manifest::embedded()?,
-                &Mode::distilled_t2v(),
-                EngineOptions::cpu(),
-                &mut Log,
-            )?
+    let mode = Mode::distilled_t2v();
+    let weights = match std::env::var_os("CADENCE_MODELS") {
+        Some(root) => {
+            let mut dirs = ModelDirs::new();
+            for id in mode.components() {
+                dirs.insert(id, std::path::Path::new(&root).join(id));
+            }
+            WeightsSource::Folders(dirs)
         }
-        None => Engine::demo(Dit::Distill)?,
+        None => WeightsSource::Demo,
     };
+    let engine = EngineBuilder::new(weights).mode(mode).build(&mut Log)?;
+    eprintln!("placement: {:?}", engine.arrangement());
+
     let mut request = GenerationRequest::new(prompt);
     request.seconds = 2;
-    let mut sink = Mp4Sink::new(&output);
-    let report = engine.generate(&request, &mut sink, &mut Log, &CancelToken::new())?;
-    let (summary, mux) = sink.finish()?;
-    eprintln!("mux: {:.2} s", mux.as_secs_f64());
+    let mut clip = Clip::default();
+    let report = engine.generate(&request, &mut clip, &mut Log, &CancelToken::new())?;
     println!(
-        "wrote {} ({}x{}, {} frames, {:.2} s, seed {}{})",
-        summary.path.display(),
+        "{}x{}, {} frames ({} bytes of RGB), {} audio samples, seed {}{}",
         report.info.width,
         report.info.height,
-        summary.frames,
-        summary.video_seconds,
+        report.info.frames,
+        clip.frames.len(),
+        clip.audio.len(),
         report.seed,
         if report.demo {
-            ", tiny random demo model"
+            " (tiny random demo model)"
         } else {
             ""
         }

@@ -1,8 +1,9 @@
 //! What to benchmark: the scenarios, where their models come from, how many runs.
 
-use cadence_pipeline::engine::EngineOptions;
+use candle_core::Device;
+
+use cadence_pipeline::engine::EngineBuilder;
 use cadence_pipeline::GenerationRequest;
-use cadence_weights::{Manifest, Mode, WeightsRoot};
 
 use crate::gemm::GemmShape;
 
@@ -14,60 +15,35 @@ pub const PROMPT: &str = "A woman in a red coat stands on a windy pier at dusk, 
 looks into the camera and says: the boats are late again tonight, but the sea is calm. Gulls \
 cry overhead and waves lap at the posts.";
 
-/// Where a scenario's models come from.
-#[derive(Debug, Clone)]
-pub enum Models {
-    /// The embedded tiny random model on the CPU (`Engine::demo`): checks the harness, not the
-    /// model's speed.
-    Demo,
-    /// The real architectures with random weights drawn on the device (`Engine::random`):
-    /// representative time and memory; the clips are noise.
-    Random,
-    /// The installed real weights (`Engine::load`).
-    Installed {
-        /// Where the weights are.
-        root: WeightsRoot,
-        /// The manifest naming them.
-        manifest: Manifest,
-    },
-}
-
-impl Models {
-    /// `demo`, `random` or `installed`, as the report says it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Demo => "demo",
-            Self::Random => "random",
-            Self::Installed { .. } => "installed",
-        }
-    }
-}
-
-/// One configuration to time: a mode (model and resolution) and the request it runs.
+/// One configuration to time: an engine (its models, weights, device and placement) and the
+/// request each run generates.
 #[derive(Debug, Clone)]
 pub struct Scenario {
     /// `256p`, `540p`, `1080p` (for the report).
     pub resolution: String,
     /// `distilled` or `base` (for the report).
     pub model: String,
-    /// The models the engine needs.
-    pub mode: Mode,
+    /// The engine, built anew for each cold run.
+    pub builder: EngineBuilder,
+    /// Where its weights come from, for the report: `demo`, `random` or `installed`.
+    pub weights: &'static str,
     /// What each run generates (prompt, length, sizes, seed).
     pub request: GenerationRequest,
-    /// Devices and precision of the engine (ignored by [`Models::Demo`], which is CPU f32).
-    pub options: EngineOptions,
-    /// Name of the main device (`cuda:0`, `cpu`).
+    /// The device the engine computes on (the demo: the CPU).
+    pub device: Device,
+    /// Its name (`cuda:0`, `cpu`).
     pub device_name: String,
-    /// Name of the text encoder's device.
-    pub text_device_name: String,
-    /// Where the weights come from.
-    pub models: Models,
 }
 
 impl Scenario {
     /// `256p distilled`.
     pub fn name(&self) -> String {
         format!("{} {}", self.resolution, self.model)
+    }
+
+    /// Whether it runs the embedded demo model.
+    pub fn is_demo(&self) -> bool {
+        self.weights == "demo"
     }
 }
 

@@ -17,17 +17,17 @@
 //!   configuration), against a **GEMM peak measured in the same run**: a model-shaped matrix
 //!   product (by default the DiT's fused QKV projection over 4096 tokens) in the compute dtype.
 //!
-//! Three sources of models: the real weights when installed, random weights at the real sizes
-//! when they are not ([`Models::Random`]: the timings are representative, the clips are noise),
-//! and the embedded tiny demo model ([`Models::Demo`]: exercises the harness on a CPU, its
-//! numbers measure plumbing, not the model). The report always says which.
+//! Three sources of models, as an [`EngineBuilder`](cadence_pipeline::engine::EngineBuilder)
+//! takes them: the real weights when installed, random weights at the real sizes when they are
+//! not (the timings are representative, the clips are noise), and the embedded tiny demo model
+//! (exercises the harness on a CPU, its numbers measure plumbing, not the model). The report
+//! always says which, and the memory placement each scenario ran with.
 //!
 //! ```no_run
 //! # fn main() -> cadence_core::Result<()> {
-//! use cadence_bench::{run, BenchConfig, GemmShape, Models, Scenario};
-//! use cadence_pipeline::engine::EngineOptions;
+//! use cadence_bench::{run, BenchConfig, GemmShape, Scenario};
+//! use cadence_pipeline::engine::EngineBuilder;
 //! use cadence_pipeline::GenerationRequest;
-//! use cadence_weights::Mode;
 //!
 //! let mut request = GenerationRequest::new(cadence_bench::PROMPT);
 //! (request.width, request.height, request.seconds) = (448, 256, 5);
@@ -35,12 +35,11 @@
 //!     scenarios: vec![Scenario {
 //!         resolution: "256p".into(),
 //!         model: "distilled".into(),
-//!         mode: Mode::distilled_t2v(),
+//!         builder: EngineBuilder::demo(),
+//!         weights: "demo",
 //!         request,
-//!         options: EngineOptions::cpu(),
+//!         device: candle_core::Device::Cpu,
 //!         device_name: "cpu".into(),
-//!         text_device_name: "cpu".into(),
-//!         models: Models::Demo,
 //!     }],
 //!     runs: 3,
 //!     cold_runs: 1,
@@ -62,7 +61,7 @@ mod report;
 mod runner;
 mod stats;
 
-pub use config::{BenchConfig, Models, Scenario, PROMPT};
+pub use config::{BenchConfig, Scenario, PROMPT};
 pub use gemm::{measure_gemm_peak, GemmPeak, GemmShape};
 pub use memory::{MemoryInfo, MemoryMonitor};
 pub use output::{write_report, JSON_FILE, MARKDOWN_FILE};

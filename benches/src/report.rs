@@ -50,8 +50,11 @@ pub struct ScenarioReport {
     pub weights: &'static str,
     /// Main device.
     pub device: String,
-    /// The text encoder's device.
-    pub text_device: String,
+    /// The memory placement the engine ran with (precision, DiTs, text encoder).
+    pub placement: String,
+    /// The peak device memory its plan estimated, in bytes (compare with
+    /// `peak_memory_bytes`, measured).
+    pub planned_peak_bytes: u64,
     /// Compute dtype of the DiTs and the video decoder.
     pub dtype: String,
     /// Output width in pixels.
@@ -239,7 +242,7 @@ fn scenario_markdown(s: &ScenarioReport) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "\n## {} ({}x{} from {}x{}, {:.2} s, {} frames; {} weights, {} on {}, text encoder on {})\n",
+        "\n## {} ({}x{} from {}x{}, {:.2} s, {} frames; {} weights, {} on {}; {}, planned peak {:.1} GB)\n",
         s.name,
         s.width,
         s.height,
@@ -250,7 +253,8 @@ fn scenario_markdown(s: &ScenarioReport) -> String {
         s.weights,
         s.dtype,
         s.device,
-        s.text_device
+        s.placement,
+        s.planned_peak_bytes as f64 / 1e9
     );
     let _ = writeln!(
         md,

@@ -10,7 +10,7 @@ use cadence_pipeline::engine::{
     CancelToken, ClipInfo, Engine, GenerationReport, Mp4Sink, Progress, StageKind,
 };
 
-use crate::config::{BenchConfig, Models, Scenario};
+use crate::config::{BenchConfig, Scenario};
 use crate::gemm::{dtype_name, measure_gemm_peak, GemmPeak};
 use crate::memory::MemoryMonitor;
 use crate::report::{BenchReport, Phase, ScenarioReport};
@@ -75,14 +75,8 @@ pub fn run(config: &BenchConfig, log: &mut dyn FnMut(&str)) -> Result<BenchRepor
         .map(|s| run_scenario(s, config, &gemm, &memory, scratch.path(), log))
         .collect::<Result<Vec<_>>>()?;
 
-    let demo = config
-        .scenarios
-        .iter()
-        .any(|s| matches!(s.models, Models::Demo));
-    let random = config
-        .scenarios
-        .iter()
-        .any(|s| matches!(s.models, Models::Random));
+    let demo = config.scenarios.iter().any(Scenario::is_demo);
+    let random = config.scenarios.iter().any(|s| s.weights == "random");
     Ok(BenchReport {
         cadence_version: env!("CARGO_PKG_VERSION"),
         created_unix_seconds: SystemTime::now()
@@ -118,12 +112,14 @@ fn note(demo: bool, random: bool) -> String {
     }
 }
 
-/// The device and dtype the engine computes on (the demo is always CPU f32).
+/// The device and dtype the engine computes on (f32 on the CPU, bf16 on GPUs).
 fn engine_placement(scenario: &Scenario) -> (Device, DType) {
-    match scenario.models {
-        Models::Demo => (Device::Cpu, DType::F32),
-        _ => (scenario.options.device.clone(), scenario.options.dtype),
-    }
+    let dtype = if scenario.device.is_cpu() {
+        DType::F32
+    } else {
+        DType::BF16
+    };
+    (scenario.device.clone(), dtype)
 }
 
 /// Times one product to choose a batch size of about a quarter second, then measures.
@@ -211,20 +207,15 @@ fn summarise(
         .flat_map(|r| r.stages.iter().filter_map(|s| s.peak_memory))
         .max();
     let (_, dtype) = engine_placement(scenario);
-    let (device, text_device) = match scenario.models {
-        Models::Demo => ("cpu".to_string(), "cpu".to_string()),
-        _ => (
-            scenario.device_name.clone(),
-            scenario.text_device_name.clone(),
-        ),
-    };
+    let plan = &first.report.plan;
     Ok(ScenarioReport {
         name: scenario.name(),
         resolution: scenario.resolution.clone(),
         model: scenario.model.clone(),
-        weights: scenario.models.name(),
-        device,
-        text_device,
+        weights: scenario.weights,
+        device: scenario.device_name.clone(),
+        placement: plan.summary(),
+        planned_peak_bytes: plan.peak(),
         dtype: dtype_name(dtype),
         width: info.width,
         height: info.height,
@@ -242,25 +233,13 @@ fn summarise(
 
 /// A fresh engine for `scenario`.
 fn build(scenario: &Scenario) -> Result<Engine> {
-    match &scenario.models {
-        Models::Demo => Engine::demo(scenario.mode.dit),
-        Models::Random => Engine::random(&scenario.mode, scenario.options.clone()),
-        Models::Installed { root, manifest } => Engine::load(
-            root,
-            manifest,
-            &scenario.mode,
-            scenario.options.clone(),
-            &mut (),
-        ),
-    }
+    scenario.builder.clone().build(&mut ())
 }
 
-/// Waits for the work queued on the scenario's devices (weights drawn or uploaded
+/// Waits for the work queued on the scenario's device (weights drawn or uploaded
 /// asynchronously must count as construction).
 fn synchronize(scenario: &Scenario) -> Result<()> {
-    scenario.options.device.synchronize()?;
-    scenario.options.text_device.synchronize()?;
-    Ok(())
+    Ok(scenario.device.synchronize()?)
 }
 
 /// One clip through the engine and the MP4 writer, as `cadence generate` makes it.

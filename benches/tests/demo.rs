@@ -1,33 +1,31 @@
 //! The harness on the embedded demo model at a tiny size: every stage of every run is
 //! reported, cold runs include building the models, the step and operation counts add up.
 
-use cadence_bench::{run, BenchConfig, GemmShape, Models, Scenario};
-use cadence_pipeline::engine::EngineOptions;
-use cadence_pipeline::GenerationRequest;
-use cadence_weights::{Dit, Mode};
+use cadence_bench::{run, BenchConfig, GemmShape, Scenario};
+use cadence_pipeline::engine::EngineBuilder;
+use cadence_pipeline::{BaseModel, GenerationRequest, Mode};
 
-fn scenario(dit: Dit, model: &str) -> Scenario {
+fn scenario(dit: BaseModel, model: &str) -> Scenario {
     let mut request = GenerationRequest::new("a small test");
     (request.width, request.height, request.seconds) = (64, 64, 1);
     Scenario {
         resolution: "64px".into(),
         model: model.into(),
-        mode: Mode {
+        builder: EngineBuilder::demo().mode(Mode {
             dit,
             ..Mode::distilled_t2v()
-        },
+        }),
+        weights: "demo",
         request,
-        options: EngineOptions::cpu(),
+        device: candle_core::Device::Cpu,
         device_name: "cpu".into(),
-        text_device_name: "cpu".into(),
-        models: Models::Demo,
     }
 }
 
 #[test]
 fn every_stage_of_every_run_is_reported() {
     let config = BenchConfig {
-        scenarios: vec![scenario(Dit::Distill, "distilled")],
+        scenarios: vec![scenario(BaseModel::Distilled, "distilled")],
         runs: 2,
         cold_runs: 2,
         gemm: GemmShape {
@@ -93,6 +91,8 @@ fn every_stage_of_every_run_is_reported() {
     assert!(md.contains("| denoise (base) |"), "{md}");
     let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
     assert_eq!(json["scenarios"][0]["weights"], "demo");
+    assert!(s.placement.contains("resident"), "{}", s.placement);
+    assert!(s.planned_peak_bytes > 0);
 }
 
 #[test]
@@ -105,7 +105,7 @@ fn nothing_to_run_is_an_error() {
     };
     assert!(run(&config, &mut |_: &str| {}).is_err());
     let config = BenchConfig {
-        scenarios: vec![scenario(Dit::Base, "base")],
+        scenarios: vec![scenario(BaseModel::Base, "base")],
         runs: 0,
         ..config
     };

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use cadence_model::WeightFormat;
+use cadence_pipeline::memory::{parse_memory_size, Offload as PlanOffload, PrecisionChoice};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::errors::EXIT_CODES_HELP;
@@ -66,6 +66,9 @@ pub enum Command {
     /// Time clips stage by stage: seconds, GPU memory, achieved TFLOP/s.
     #[command(after_help = BENCH_HELP)]
     Bench(BenchArgs),
+    /// Show how a clip fits a GPU's memory: the placements, each stage's resident set and peak.
+    #[command(after_help = PLAN_HELP)]
+    Plan(PlanArgs),
 }
 
 const GENERATE_HELP: &str = "\
@@ -79,7 +82,15 @@ Examples:
 Without weights installed, `cadence generate \"prompt\"` runs the built-in demo model and says so.
 Sizes are rounded down to multiples of 32 pixels. 540p and 1080p first generate at 448x256 (or
 the --width/--height shape scaled to that area), then run the super-resolution model.
-Ctrl-C stops cleanly: no partial file is left behind.";
+
+Memory: the models are placed to fit the device (or --max-memory): everything resident when it
+fits, else FP8 DiTs, then models that visit the device only for their stage, then layers streamed
+from host memory. `cadence plan` shows the arrangement without loading anything; --offload and
+--precision force one.
+
+Limits: 1-20 whole seconds; prompts up to 16 KiB and 2048 tokens; stages up to 1920 px a side
+and 1920x1088 pixels; a clip whose memory estimate exceeds the budget is refused before any work.
+Ctrl-C or SIGTERM stops cleanly: no partial file is left behind.";
 
 const FETCH_HELP: &str = "\
 Examples:
@@ -142,6 +153,18 @@ the installed weights are used when complete, else random weights at the real si
 says so: time and memory are representative, the clips are noise). --demo runs the embedded tiny
 model on the CPU: it checks the harness, its numbers do not describe the real model.";
 
+const PLAN_HELP: &str = "\
+Examples:
+  cadence plan --resolution 1080p --max-memory 24GB
+  cadence plan --resolution 540p --seconds 10 --max-memory 16GB --json
+  cadence plan --resolution 256p --max-memory 80GB --precision bf16 --offload none
+
+Nothing is loaded: the plan comes from the published models' configurations (bf16 compute on a
+GPU). For each stage (encode, base, sr, decode) it lists what is on the device and the peak, with
+the placements chosen: DiTs and text encoder resident, visiting (on the device only for their
+stage) or streamed (their layers copied a few at a time). The exit code is 0 when a plan fits
+the budget, 5 when none does (the message names the smallest budget that would do).";
+
 /// Which DiT denoises the base stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Model {
@@ -177,6 +200,8 @@ pub enum Decoder {
 /// How the DiTs hold their GEMM weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Precision {
+    /// bf16 when the DiTs fit on the device whole, FP8 otherwise.
+    Auto,
     /// Dense, in the compute dtype (bf16 on GPUs, f32 on CPUs): the reference numerics.
     Bf16,
     /// FP8 e4m3 quantised at load, one scale per output channel: half the DiT memory and
@@ -185,13 +210,71 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// The model crate's weight format.
-    pub fn weight_format(self) -> WeightFormat {
+    /// The memory plan's choice.
+    pub fn choice(self) -> PrecisionChoice {
         match self {
-            Self::Bf16 => WeightFormat::Dense,
-            Self::Fp8 => WeightFormat::FP8,
+            Self::Auto => PrecisionChoice::Auto,
+            Self::Bf16 => PrecisionChoice::Bf16,
+            Self::Fp8 => PrecisionChoice::Fp8,
         }
     }
+}
+
+/// Which offloading the memory plan may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Offload {
+    /// Whatever the budget needs, least first.
+    Auto,
+    /// Everything stays on the device.
+    None,
+    /// The text encoder and the DiTs come to the device only for their stage.
+    Swap,
+    /// The text encoder's and the DiTs' layers are streamed from host memory.
+    Stream,
+}
+
+impl Offload {
+    /// The memory plan's choice.
+    pub fn choice(self) -> PlanOffload {
+        match self {
+            Self::Auto => PlanOffload::Auto,
+            Self::None => PlanOffload::None,
+            Self::Swap => PlanOffload::Swap,
+            Self::Stream => PlanOffload::Stream,
+        }
+    }
+}
+
+/// Where the models may go in device memory; shared by generate and plan.
+#[derive(Debug, Clone, Args)]
+pub struct MemoryArgs {
+    /// How the DiTs hold their GEMM weights.
+    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    pub precision: Precision,
+    /// Device memory the run may use, e.g. 24GB, 80GiB [default: what the device has free].
+    #[arg(long, value_name = "SIZE", value_parser = memory_size)]
+    pub max_memory: Option<u64>,
+    /// Which offloading the memory plan may use.
+    #[arg(long, value_enum, default_value_t = Offload::Auto)]
+    pub offload: Offload,
+}
+
+/// `--max-memory`, with the library's message on a bad value.
+fn memory_size(text: &str) -> Result<u64, String> {
+    parse_memory_size(text).map_err(|e| match e {
+        cadence_core::Error::InvalidInput(m) => m,
+        other => other.to_string(),
+    })
+}
+
+/// `--seconds`: whole seconds, with a message that says so.
+fn whole_seconds(text: &str) -> Result<u32, String> {
+    text.trim().parse::<u32>().map_err(|_| {
+        format!(
+            "{text:?} is not a whole number of seconds; clips are whole seconds (1-20), \
+             e.g. --seconds 2"
+        )
+    })
 }
 
 /// Where to run.
@@ -247,9 +330,9 @@ pub struct GenerateArgs {
     /// Voice or sound to drive the clip (WAV, FLAC, MP3, M4A); it is kept as the soundtrack.
     #[arg(long, value_name = "FILE")]
     pub audio: Option<PathBuf>,
-    /// Clip length in seconds (with --audio: at most this much of it)
+    /// Clip length in whole seconds, 1-20 (with --audio: at most this much of it)
     /// [default: 4; 2 with the demo model].
-    #[arg(long)]
+    #[arg(long, value_parser = whole_seconds)]
     pub seconds: Option<u32>,
     /// Model and resolution.
     #[command(flatten)]
@@ -273,14 +356,14 @@ pub struct GenerateArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
-    /// How the DiTs hold their GEMM weights.
-    #[arg(long, value_enum, default_value_t = Precision::Bf16)]
-    pub precision: Precision,
+    /// Precision and memory placement.
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// Weights location.
     #[command(flatten)]
     pub weights: WeightsArgs,
     /// Use the built-in tiny random model (CPU, seconds): shows the whole pipeline working,
-    /// the picture is noise.
+    /// the picture is noise. Without a prompt it uses a sample one.
     #[arg(long)]
     pub demo: bool,
     /// Print a JSON summary (sizes, seed, per-stage timings) on stdout.
@@ -373,6 +456,9 @@ pub struct BenchArgs {
     /// Run the real sizes on the CPU anyway (15B parameters per DiT: very slow, ~100 GB RAM).
     #[arg(long, conflicts_with = "demo")]
     pub allow_cpu: bool,
+    /// Precision and memory placement of every scenario's engine.
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// Random weights at the real sizes even when the real ones are installed.
     #[arg(long, conflicts_with = "demo")]
     pub random_weights: bool,
@@ -387,6 +473,33 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Print the JSON document on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `cadence plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Model and resolution.
+    #[command(flatten)]
+    pub mode: ModeArgs,
+    /// Plan for a first-frame image (TI2V: the Wan2.2 encoder is loaded).
+    #[arg(long)]
+    pub image: bool,
+    /// Clip length in whole seconds.
+    #[arg(long, default_value_t = 5, value_parser = whole_seconds)]
+    pub seconds: u32,
+    /// Output width in pixels (with --height), instead of the preset's.
+    #[arg(long, requires = "height")]
+    pub width: Option<u32>,
+    /// Output height in pixels (with --width), instead of the preset's.
+    #[arg(long, requires = "width")]
+    pub height: Option<u32>,
+    /// Precision and memory placement (--max-memory is required here).
+    #[command(flatten)]
+    pub memory: MemoryArgs,
+    /// Print the plan as JSON (`fits`, `peak_gb`, and a `stages` list with `name` and
+    /// `peak_gb`).
     #[arg(long)]
     pub json: bool,
 }

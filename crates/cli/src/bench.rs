@@ -3,16 +3,15 @@
 
 use std::path::Path;
 
-use cadence_bench::{BenchConfig, GemmShape, Models, Scenario};
+use cadence_bench::{BenchConfig, GemmShape, Scenario};
 use cadence_model::DitConfig;
-use cadence_pipeline::engine::EngineOptions;
-use cadence_pipeline::GenerationRequest;
-use cadence_weights::{check, CheckOptions, Manifest, Mode, WeightsRoot};
+use cadence_pipeline::engine::{EngineBuilder, WeightsSource};
+use cadence_pipeline::{GenerationRequest, Mode};
+use cadence_weights::{check, CheckOptions, Manifest, WeightsRoot};
 
 use crate::args::{BenchArgs, Decoder, ModeArgs, Model, Resolution};
 use crate::device;
 use crate::errors::{from_core, CliError, ExitKind, Phase};
-use crate::generate::stage_sizes;
 use crate::logging::Output;
 use crate::select;
 
@@ -104,7 +103,7 @@ fn installed_weights(args: &BenchArgs) -> Option<(Manifest, WeightsRoot)> {
     Some((manifest, root))
 }
 
-/// One resolution and model: its request, devices and models.
+/// One resolution and model: its request and engine.
 fn scenario(
     args: &BenchArgs,
     resolution: Resolution,
@@ -118,7 +117,7 @@ fn scenario(
         video_decoder: Decoder::Turbo,
     }
     .to_mode(false, false);
-    let ((width, height), sr) = stage_sizes(resolution, None);
+    let ((width, height), sr) = mode.resolution.stage_sizes(None);
     let request = GenerationRequest {
         prompt: args
             .prompt
@@ -133,15 +132,15 @@ fn scenario(
         sr_height: sr.map(|s| s.1),
         seed: args.seed,
     };
-    let (options, device_name, text_device_name, models) = if args.demo {
+    let (device, device_name, weights, name) = if args.demo {
         (
-            EngineOptions::cpu(),
+            candle_core::Device::Cpu,
             "cpu".to_string(),
-            "cpu".to_string(),
-            Models::Demo,
+            WeightsSource::Demo,
+            "demo",
         )
     } else {
-        let selected = device::select(args.device, sr.is_some())?;
+        let selected = device::select(args.device)?;
         if selected.name == "cpu" && !args.allow_cpu {
             return Err(CliError::new(
                 ExitKind::Device,
@@ -150,35 +149,37 @@ fn scenario(
                  pass --allow-cpu to run the real sizes on the CPU anyway (hours, ~100 GB RAM)",
             ));
         }
-        let text_device_name = if selected.options.text_device.is_cpu() {
-            "cpu".to_string()
-        } else {
-            selected.name.clone()
-        };
-        let models = models_for(&mode, installed, say);
-        (selected.options, selected.name, text_device_name, models)
+        let (weights, name) = weights_for(&mode, installed, say)?;
+        (selected.device, selected.name, weights, name)
     };
+    let builder = EngineBuilder::new(weights)
+        .mode(mode)
+        .device(device.clone())
+        .precision(args.memory.precision.choice())
+        .max_memory(args.memory.max_memory)
+        .offload(args.memory.offload.choice())
+        .plan_for(&request)
+        .map_err(|e| from_core(e, Phase::Inputs))?;
     Ok(Scenario {
         resolution: resolution_name(resolution).into(),
         model: model_name(model).into(),
-        mode,
+        builder,
+        weights: name,
         request,
-        options,
+        device,
         device_name,
-        text_device_name,
-        models,
     })
 }
 
 /// The installed weights when every file `mode` needs is present and sound, else random
 /// weights at the real sizes (with a notice naming the first problem).
-fn models_for(
+fn weights_for(
     mode: &Mode,
     installed: Option<&(Manifest, WeightsRoot)>,
     say: &dyn Fn(&str),
-) -> Models {
+) -> Result<(WeightsSource, &'static str), CliError> {
     let Some((manifest, root)) = installed else {
-        return Models::Random;
+        return Ok((WeightsSource::Random, "random"));
     };
     let problem = match check(
         manifest,
@@ -191,16 +192,16 @@ fn models_for(
         Err(e) => Some(e.to_string()),
     };
     match problem {
-        None => Models::Installed {
-            root: root.clone(),
-            manifest: manifest.clone(),
-        },
+        None => Ok((
+            WeightsSource::Folders(select::model_dirs(root, manifest, mode)?),
+            "installed",
+        )),
         Some(first) => {
             say(&format!(
                 "notice: {mode}: random weights at the real sizes (the real weights are not \
                  complete: {first})"
             ));
-            Models::Random
+            Ok((WeightsSource::Random, "random"))
         }
     }
 }

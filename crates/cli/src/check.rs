@@ -6,8 +6,8 @@ use std::str::FromStr;
 
 use cadence_core::{Checkpoint, TensorSpec};
 use cadence_model::DitVariant;
+use cadence_pipeline::models::ids;
 use cadence_text::{TextEncoderConfig, ENCODER_PREFIX};
-use cadence_weights::modes::ids;
 use cadence_weights::{check, CheckOptions, CheckReport, Component, FileStatus, LayoutCheck};
 
 use crate::args::CheckArgs;

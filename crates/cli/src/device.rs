@@ -1,16 +1,14 @@
-//! `--device`: where the models run, and in which precision.
+//! `--device`: where the models run.
 
-use cadence_model::WeightFormat;
-use cadence_pipeline::engine::EngineOptions;
-use candle_core::{DType, Device};
+use candle_core::Device;
 
 use crate::args::DeviceChoice;
 use crate::errors::{CliError, ExitKind};
 
-/// The chosen device as the engine takes it, and its name for messages and summaries.
+/// The chosen device and its name for messages and summaries.
 pub struct Selected {
-    /// Devices and dtype for [`cadence_pipeline::engine::Engine::load`].
-    pub options: EngineOptions,
+    /// The device the engine computes on.
+    pub device: Device,
     /// `cpu` or `cuda:0`.
     pub name: String,
 }
@@ -18,18 +16,18 @@ pub struct Selected {
 impl Selected {
     fn cpu() -> Self {
         Self {
-            options: EngineOptions::cpu(),
+            device: Device::Cpu,
             name: "cpu".into(),
         }
     }
 }
 
-/// Resolves `--device`; `super_resolution` decides where the text encoder runs on a GPU.
-pub fn select(choice: DeviceChoice, super_resolution: bool) -> Result<Selected, CliError> {
+/// Resolves `--device`.
+pub fn select(choice: DeviceChoice) -> Result<Selected, CliError> {
     match choice {
         DeviceChoice::Cpu => Ok(Selected::cpu()),
-        DeviceChoice::Cuda => cuda(super_resolution),
-        DeviceChoice::Auto if cfg!(feature = "cuda") => cuda(super_resolution).or_else(|e| {
+        DeviceChoice::Cuda => cuda(),
+        DeviceChoice::Auto if cfg!(feature = "cuda") => cuda().or_else(|e| {
             tracing::warn!("{e}; running on the CPU");
             Ok(Selected::cpu())
         }),
@@ -37,24 +35,10 @@ pub fn select(choice: DeviceChoice, super_resolution: bool) -> Result<Selected, 
     }
 }
 
-/// The first GPU, bf16. The 9B text encoder is loaded for each prompt and dropped after it; it
-/// runs on the GPU unless a super-resolution model also occupies GPU memory (two 15B DiTs in
-/// bf16 are about 60 GB, leaving no room for its 18 GB on an 80 GB card).
-fn cuda(super_resolution: bool) -> Result<Selected, CliError> {
-    let device = cuda_device()?;
-    let text_device = if super_resolution {
-        Device::Cpu
-    } else {
-        device.clone()
-    };
+/// The first GPU.
+fn cuda() -> Result<Selected, CliError> {
     Ok(Selected {
-        options: EngineOptions {
-            device,
-            dtype: DType::BF16,
-            text_device,
-            keep_text_encoder: false,
-            dit_weights: WeightFormat::Dense,
-        },
+        device: cuda_device()?,
         name: "cuda:0".into(),
     })
 }
@@ -102,9 +86,9 @@ mod tests {
 
     #[test]
     fn cuda_without_the_feature_names_the_build_flag() {
-        let e = select(DeviceChoice::Cuda, false).err().unwrap();
+        let e = select(DeviceChoice::Cuda).err().unwrap();
         assert_eq!(e.kind, ExitKind::Device);
         assert!(e.message.contains("--features cuda"), "{}", e.message);
-        assert_eq!(select(DeviceChoice::Auto, false).unwrap().name, "cpu");
+        assert_eq!(select(DeviceChoice::Auto).unwrap().name, "cpu");
     }
 }

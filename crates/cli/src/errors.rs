@@ -115,29 +115,33 @@ pub enum Phase {
 const WEIGHTS_FIX: &str =
     "run `cadence check` to list every problem and `cadence fetch` to download what is missing";
 
-/// Classifies a core error.
+/// A library error as the user sees it: the library's sentence, the exit code of its kind, and
+/// the `cadence` command that fixes it where the library cannot know it.
 pub fn from_core(error: cadence_core::Error, phase: Phase) -> CliError {
-    use cadence_core::Error as E;
-    if let Some(device) = device_problem(&error) {
-        return device;
-    }
-    match error {
-        E::Cancelled => CliError::new(
+    use cadence_core::{Error as E, ErrorKind as K};
+    match (error.kind(), error) {
+        (K::Cancelled, _) => CliError::new(
             ExitKind::Interrupted,
             "interrupted before the clip was finished; no output was written",
         ),
-        E::InvalidInput(message) => CliError::input(message),
-        E::Io { path, source } => match phase {
-            Phase::Inputs | Phase::Generating => CliError::input(format!(
-                "{}: {source}; check the path and its permissions",
-                path.display()
-            )),
-            Phase::Loading => CliError::new(
-                ExitKind::Weights,
-                format!("{}: {source}; {WEIGHTS_FIX}", path.display()),
+        (K::InvalidInput, E::InvalidInput(message)) => CliError::input(message),
+        (K::OutOfMemory, e) => CliError::new(
+            ExitKind::Device,
+            format!(
+                "out of memory ({}): generate a shorter clip (--seconds), a lower --resolution, \
+                 give a smaller --max-memory so the models are offloaded, or run on a device \
+                 with more memory",
+                first_line(&e.to_string())
             ),
-        },
-        E::KeyMismatch { path, report } => {
+        ),
+        (K::Device, e) => CliError::new(
+            ExitKind::Device,
+            format!(
+                "the GPU failed ({}): check the driver with `nvidia-smi`, or use --device cpu",
+                first_line(&e.to_string())
+            ),
+        ),
+        (K::Weights, E::KeyMismatch { path, report }) => {
             let lines: Vec<&str> = report.lines().map(str::trim).collect();
             let first = lines.first().copied().unwrap_or("mismatched tensors");
             CliError::new(
@@ -150,45 +154,22 @@ pub fn from_core(error: cadence_core::Error, phase: Phase) -> CliError {
                 ),
             )
         }
-        e @ (E::Checkpoint { .. } | E::Json { .. } | E::Config(_)) if phase == Phase::Loading => {
-            CliError::new(ExitKind::Weights, format!("{e}; {WEIGHTS_FIX}"))
-        }
-        e => CliError::new(ExitKind::Other, e.to_string()),
-    }
-}
-
-/// Out-of-memory and GPU failures, whatever the phase.
-fn device_problem(error: &cadence_core::Error) -> Option<CliError> {
-    let text = match error {
-        cadence_core::Error::Candle(e) => e.to_string(),
-        cadence_core::Error::Io { source, .. }
-            if source.kind() == std::io::ErrorKind::OutOfMemory =>
-        {
-            source.to_string()
-        }
-        _ => return None,
-    };
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("out of memory") || lower.contains("out_of_memory") {
-        return Some(CliError::new(
-            ExitKind::Device,
-            format!(
-                "out of memory ({}): generate a shorter clip (--seconds), a lower --resolution, \
-                 or run on a device with more memory",
-                first_line(&text)
+        (K::Weights, e) => CliError::new(ExitKind::Weights, format!("{e}; {WEIGHTS_FIX}")),
+        (K::Io, E::Io { path, source }) => match phase {
+            Phase::Inputs | Phase::Generating => CliError::input(format!(
+                "{}: {source}; check the path and its permissions",
+                path.display()
+            )),
+            Phase::Loading => CliError::new(
+                ExitKind::Weights,
+                format!("{}: {source}; {WEIGHTS_FIX}", path.display()),
             ),
-        ));
+        },
+        (_, e) => CliError::new(
+            ExitKind::Other,
+            format!("{e} (a bug in cadence; please report it with the command that caused it)"),
+        ),
     }
-    if lower.contains("cuda") {
-        return Some(CliError::new(
-            ExitKind::Device,
-            format!(
-                "the GPU failed ({}): check the driver with `nvidia-smi`, or use --device cpu",
-                first_line(&text)
-            ),
-        ));
-    }
-    None
 }
 
 fn first_line(text: &str) -> &str {

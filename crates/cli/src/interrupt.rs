@@ -1,10 +1,10 @@
-//! Ctrl-C: never leave a partial clip behind.
+//! Ctrl-C and SIGTERM (and SIGHUP, a closed terminal): never leave a partial clip behind.
 //!
-//! Before the output file is opened there is nothing to clean up, so Ctrl-C exits at once
+//! Before the output file is opened there is nothing to clean up, so a signal exits at once
 //! (loading 15B models can take minutes; waiting for it would feel like a hang). Once the clip
-//! is being written, Ctrl-C cancels the pipeline's [`CancelToken`]: generation stops at the next
-//! step, the unfinished writer is dropped and removes its temporary file, and the program exits
-//! with code 130. A second Ctrl-C exits at once.
+//! is being written, a signal cancels the pipeline's [`CancelToken`]: generation stops within a
+//! step or a decoder block, the unfinished writer is dropped and removes its temporary file, and
+//! the program exits with code 130. A second signal exits at once.
 //!
 //! The handler runs on its own thread; a mutex orders it with [`GuardedSink::start`], so the
 //! handler never exits in the instant between "no file yet" and the file's creation.
@@ -43,7 +43,7 @@ impl Interrupt {
         ctrlc::set_handler(move || on_interrupt(&handler)).map_err(|e| {
             CliError::new(
                 ExitKind::Other,
-                format!("cannot install the Ctrl-C handler: {e}"),
+                format!("cannot install the Ctrl-C and SIGTERM handler: {e}"),
             )
         })?;
         Ok(Self { shared })
@@ -76,7 +76,7 @@ fn on_interrupt(shared: &Shared) {
         std::process::exit(ExitKind::Interrupted.code().into());
     }
     shared.cancel.cancel();
-    eprintln!("\nstopping after the current step and removing the unfinished file (Ctrl-C again to quit at once)");
+    eprintln!("\nstopping now and removing the unfinished file (Ctrl-C again to quit at once)");
 }
 
 /// A [`ClipSink`] that tells the handler when the output file comes into existence.

@@ -10,6 +10,7 @@ mod fetch;
 mod generate;
 mod interrupt;
 mod logging;
+mod plan;
 mod progress;
 mod select;
 mod selftest;
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         Command::Check(a) => check::run(a),
         Command::Selftest(a) => selftest::run(a),
         Command::Bench(a) => bench::run(a, &out),
+        Command::Plan(a) => plan::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,9 +1,10 @@
-//! From flags to what the weights crate understands: a [`Mode`], the component ids, the
-//! manifest and the places to search.
+//! From flags to what the engine and the weights crate understand: a [`Mode`], the component
+//! ids, the manifest, the places to search and the component folders.
 
 use std::path::Path;
 
-use cadence_weights::{Dit, HubSettings, Manifest, Mode, Resolution, VideoDecoder, WeightsRoot};
+use cadence_pipeline::models::{BaseModel, Mode, ModelDirs, Resolution, VideoDecoder};
+use cadence_weights::{HubSettings, Manifest, WeightsRoot};
 
 use crate::args::{Decoder, ModeArgs, Model, Resolution as ResolutionArg, SelectArgs};
 use crate::errors::{from_weights, CliError};
@@ -13,8 +14,8 @@ impl ModeArgs {
     pub fn to_mode(&self, image: bool, reference_audio: bool) -> Mode {
         Mode {
             dit: match self.model {
-                Model::Distilled => Dit::Distill,
-                Model::Base => Dit::Base,
+                Model::Distilled => BaseModel::Distilled,
+                Model::Base => BaseModel::Base,
             },
             image,
             reference_audio,
@@ -69,6 +70,21 @@ impl SelectArgs {
         let ids = mode.components().into_iter().map(String::from).collect();
         Ok((ids, format!("mode {mode}")))
     }
+}
+
+/// The folder of every component `mode` needs, where `root` finds it.
+pub fn model_dirs(
+    root: &WeightsRoot,
+    manifest: &Manifest,
+    mode: &Mode,
+) -> Result<ModelDirs, CliError> {
+    let mut dirs = ModelDirs::new();
+    for id in mode.components() {
+        let component = manifest.get(id).map_err(from_weights)?;
+        let located = root.component_dir(component).map_err(from_weights)?;
+        dirs.insert(id, located.dir);
+    }
+    Ok(dirs)
 }
 
 /// The built-in manifest, or `path` when given.

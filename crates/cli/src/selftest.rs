@@ -107,8 +107,8 @@ pub fn run(args: &SelftestArgs) -> Result<(), CliError> {
             known.join(", ")
         )));
     }
-    let selected = device::select(args.device, false)?;
-    let device = selected.options.device;
+    let selected = device::select(args.device)?;
+    let device = selected.device;
     // Parity needs full-precision f32 products; a GPU build must not quietly use TF32.
     candle_core::cuda::set_gemm_reduced_precision_f32(false);
     // The error names the folder and the variable that sets it.

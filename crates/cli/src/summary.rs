@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use cadence_media::Mp4Summary;
 use cadence_pipeline::engine::{GenerationReport, StageKind};
+use cadence_pipeline::memory::gb;
 use serde::Serialize;
 
 /// The `--json` document.
@@ -41,6 +42,8 @@ pub struct Summary {
     pub sample_rate: u32,
     /// Audio channels.
     pub channels: u16,
+    /// How the models were placed in device memory.
+    pub memory: MemorySummary,
     /// Every stage in order: model loading, the pipeline's stages, then `mux`.
     pub timings: Vec<Timing>,
     /// Wall time of the whole command.
@@ -49,6 +52,19 @@ pub struct Summary {
     pub warnings: Vec<String>,
     /// The version of cadence that made it.
     pub cadence_version: &'static str,
+}
+
+/// The memory plan the clip ran under.
+#[derive(Debug, Serialize)]
+pub struct MemorySummary {
+    /// The budget in GB (10⁹ bytes).
+    pub budget_gb: f64,
+    /// The plan's peak in GB.
+    pub peak_gb: f64,
+    /// Where the DiTs were: `resident`, `visiting` or `streamed`.
+    pub dits: String,
+    /// Where the text encoder was: `resident`, `visiting`, `streamed` or `host`.
+    pub text_encoder: String,
 }
 
 /// One stage's wall time.
@@ -74,8 +90,6 @@ pub struct Finished<'a> {
     pub total: Duration,
     /// `distilled` or `base`.
     pub model: &'static str,
-    /// `bf16` or `fp8`.
-    pub precision: &'static str,
     /// Device name.
     pub device: String,
     /// Base-stage steps.
@@ -99,7 +113,7 @@ impl Summary {
             bytes: f.mp4.bytes,
             demo: f.report.demo,
             model: f.model,
-            precision: f.precision,
+            precision: f.report.plan.arrangement.precision.name(),
             device: f.device,
             seed: f.report.seed,
             steps: f.steps,
@@ -110,6 +124,12 @@ impl Summary {
             seconds: f.mp4.video_seconds,
             sample_rate: info.sample_rate,
             channels: info.channels,
+            memory: MemorySummary {
+                budget_gb: gb(f.report.plan.budget),
+                peak_gb: gb(f.report.plan.peak()),
+                dits: f.report.plan.arrangement.dits.to_string(),
+                text_encoder: f.report.plan.arrangement.text_encoder.to_string(),
+            },
             timings,
             total_seconds: f.total.as_secs_f64(),
             warnings: f.report.warnings.clone(),

@@ -10,8 +10,10 @@ pub mod error;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
 pub mod random;
+pub mod tensors;
 
 pub use cancel::CancelToken;
 pub use checkpoint::{Checkpoint, TensorSpec, WeightSource};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use random::RandomWeights;
+pub use tensors::TensorTree;

@@ -106,6 +106,10 @@ impl KernelChoice for AttentionKernel {
     ];
     const DEFAULT_GPU: Self = Self::Wgmma;
 
+    fn from_policy(policy: &choice::KernelPolicy) -> Option<Self> {
+        policy.attention
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::Reference => "reference",

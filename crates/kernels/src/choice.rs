@@ -1,8 +1,10 @@
 //! Choosing between an op's implementations: the candle-op reference or one of the project's
-//! GPU kernels, per call. An environment variable replaces the GPU kernel for A/B runs of a
-//! whole model and for self-tests. Shared by [`crate::attention`] and [`crate::conv3d`], so
-//! both name, read and report a choice the same way.
+//! GPU kernels, per call. In order: the call's own option, the [`KernelPolicy`] of the engine
+//! running on this thread, an environment variable (A/B runs of a whole model, self-tests), the
+//! op's default. Shared by [`crate::attention`] and [`crate::conv3d`], so both name, read and
+//! report a choice the same way.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::OnceLock;
 
@@ -22,6 +24,44 @@ pub trait KernelChoice: Copy + Eq + fmt::Display + Send + Sync + 'static {
 
     /// The lower-case name used by [`Self::ENV`] and in messages.
     fn name(self) -> &'static str;
+
+    /// The implementation `policy` names for this op, if any.
+    fn from_policy(policy: &KernelPolicy) -> Option<Self>;
+}
+
+/// The kernels one engine uses, whatever other engines of the process chose: the engine
+/// applies it to the ops its thread runs ([`KernelPolicy::scope`]). `None` leaves the op to the
+/// environment variable and its default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelPolicy {
+    /// Attention's implementation.
+    pub attention: Option<crate::attention::AttentionKernel>,
+    /// conv3d's implementation.
+    pub conv3d: Option<crate::conv3d::Conv3dKernel>,
+}
+
+thread_local! {
+    static POLICY: Cell<KernelPolicy> = const { Cell::new(KernelPolicy { attention: None, conv3d: None }) };
+}
+
+impl KernelPolicy {
+    /// Runs `f` with this policy for the ops of the current thread, then restores the previous
+    /// one (also when `f` panics or returns early).
+    pub fn scope<T>(&self, f: impl FnOnce() -> T) -> T {
+        struct Restore(KernelPolicy);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                POLICY.with(|p| p.set(self.0));
+            }
+        }
+        let _restore = Restore(POLICY.with(|p| p.replace(*self)));
+        f()
+    }
+
+    /// The policy in force on this thread.
+    pub fn current() -> Self {
+        POLICY.with(Cell::get)
+    }
 }
 
 /// The implementation called `s`; the error lists the known names.
@@ -49,9 +89,10 @@ pub type EnvChoice<K> = OnceLock<std::result::Result<Option<K>, String>>;
 
 /// The implementation a call runs, and whether it was named by the caller (`strict`: a kernel
 /// that cannot compute the call is then an error, not a silent fallback to the reference).
-/// Without a name, [`KernelChoice::DEFAULT_GPU`] unless [`KernelChoice::ENV`] names another.
+/// Named by the call or the thread's [`KernelPolicy`]; otherwise [`KernelChoice::DEFAULT_GPU`]
+/// unless [`KernelChoice::ENV`] names another.
 pub fn resolve<K: KernelChoice>(named: Option<K>, env: &EnvChoice<K>) -> Result<(K, bool)> {
-    if let Some(kernel) = named {
+    if let Some(kernel) = named.or_else(|| K::from_policy(&KernelPolicy::current())) {
         return Ok((kernel, true));
     }
     let from_env = env
@@ -64,4 +105,35 @@ pub fn resolve<K: KernelChoice>(named: Option<K>, env: &EnvChoice<K>) -> Result<
         .clone()
         .map_err(candle_core::Error::Msg)?;
     Ok((from_env.unwrap_or(K::DEFAULT_GPU), false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attention::AttentionKernel;
+
+    #[test]
+    fn an_engine_policy_applies_inside_its_scope_only() {
+        let env = EnvChoice::new();
+        let policy = KernelPolicy {
+            attention: Some(AttentionKernel::Reference),
+            ..KernelPolicy::default()
+        };
+        let inside = policy.scope(|| resolve::<AttentionKernel>(None, &env).unwrap());
+        assert_eq!(inside, (AttentionKernel::Reference, true));
+        // The call's own option still wins.
+        let named = policy.scope(|| resolve(Some(AttentionKernel::Mma), &env).unwrap());
+        assert_eq!(named, (AttentionKernel::Mma, true));
+        assert_eq!(KernelPolicy::current(), KernelPolicy::default());
+        let outside = resolve::<AttentionKernel>(None, &env).unwrap();
+        assert!(
+            !outside.1,
+            "outside the scope the choice is automatic again"
+        );
+        // Another thread never sees this thread's policy.
+        policy.scope(|| {
+            let other = std::thread::spawn(KernelPolicy::current).join().unwrap();
+            assert_eq!(other, KernelPolicy::default());
+        });
+    }
 }

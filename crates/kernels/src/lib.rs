@@ -17,10 +17,12 @@ pub mod conv3d;
 mod cuda_launch;
 #[cfg(feature = "cuda")]
 mod cuda_view;
+pub mod device_memory;
 pub mod fp8;
 pub mod linear;
 pub mod norm;
 pub mod rope;
+pub mod transfer;
 
 pub use attention::{attention, AttentionMask};
 pub use linear::{linear, LinearWeight};

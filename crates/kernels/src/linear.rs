@@ -74,6 +74,31 @@ impl LinearWeight {
     }
 }
 
+impl cadence_core::TensorTree for LinearWeight {
+    fn for_each_tensor(&self, f: &mut dyn FnMut(&Tensor)) {
+        match self {
+            Self::Dense(w) => f(w),
+            Self::Fp8 { weight, .. } => cadence_core::TensorTree::for_each_tensor(weight, f),
+        }
+    }
+
+    fn map_tensors(
+        &self,
+        f: &mut dyn FnMut(&Tensor) -> cadence_core::Result<Tensor>,
+    ) -> cadence_core::Result<Self> {
+        Ok(match self {
+            Self::Dense(w) => Self::Dense(f(w)?),
+            Self::Fp8 {
+                weight,
+                activations,
+            } => Self::Fp8 {
+                weight: cadence_core::TensorTree::map_tensors(weight, f)?,
+                activations: *activations,
+            },
+        })
+    }
+}
+
 /// `x · Wᵀ` for `x` `(L, in)`.
 ///
 /// Dense weights return the weight's dtype; FP8 weights return `x`'s dtype (bf16 in

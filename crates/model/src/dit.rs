@@ -4,7 +4,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use cadence_core::{Checkpoint, Error, RandomWeights, Result, WeightSource};
+use cadence_core::{Checkpoint, Error, RandomWeights, Result, TensorTree, WeightSource};
+use cadence_kernels::transfer::LayerStack;
 
 use crate::config::DitConfig;
 use crate::experts::ExpertNorm;
@@ -38,17 +39,19 @@ pub struct DitModel {
     /// (weight `(hidden, in)`, bias) per modality, f32.
     embedders: Vec<(Tensor, Tensor)>,
     bands: Vec<f32>,
-    layers: Vec<TransformerLayer>,
+    /// Resident on `device`, or parked in host memory and streamed to it.
+    layers: LayerStack<TransformerLayer>,
     video_head: OutputHead,
     audio_head: OutputHead,
 }
 
 /// Final norm and bias-free linear `(out, hidden)` of one modality, both f32.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct OutputHead {
     norm: ExpertNorm,
     linear: Tensor,
 }
+cadence_core::tensor_tree!(OutputHead { norm, linear });
 
 impl OutputHead {
     fn load(
@@ -152,6 +155,7 @@ impl DitModel {
         let layers = (0..config.num_layers)
             .map(|i| TransformerLayer::load(ckpt, &config, i, options, device))
             .collect::<Result<Vec<_>>>()?;
+        let layers = LayerStack::resident(layers);
         let [video_head, audio_head] = HEADS;
         Ok(Self {
             config,
@@ -198,9 +202,60 @@ impl DitModel {
         &self.device
     }
 
-    /// The transformer layers (for running one layer on its own).
-    pub fn layers(&self) -> &[TransformerLayer] {
+    /// The transformer layers, wherever they are.
+    pub fn layers(&self) -> &LayerStack<TransformerLayer> {
         &self.layers
+    }
+
+    /// The resident transformer layers (for running one layer on its own); an error when the
+    /// layers are streamed.
+    pub fn resident_layers(&self) -> Result<&[TransformerLayer]> {
+        self.layers.resident_layers().ok_or_else(|| {
+            Error::Internal("the layers are streamed, not resident on the device".into())
+        })
+    }
+
+    /// The same model with every weight on `device`.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        self.rebuilt(device, self.layers.to_device(device)?)
+    }
+
+    /// The same model computing on `device` with its layers parked in host memory and streamed
+    /// to `device` a few layers ahead of use; the embedders and heads stay on `device`.
+    pub fn streamed_to(&self, device: &Device) -> Result<Self> {
+        self.rebuilt(device, self.layers.streamed_to(device)?)
+    }
+
+    /// Bytes of weights held on the model's device while it is idle (with streamed layers, only
+    /// the embedders and heads; see [`LayerStack::take_peak_streamed`] for the layers in flight).
+    pub fn device_bytes(&self) -> u64 {
+        self.non_layer_bytes() + self.layers.resident_bytes()
+    }
+
+    /// Bytes of weights parked in host memory (the streamed layers).
+    pub fn host_bytes(&self) -> u64 {
+        self.layers.host_bytes()
+    }
+
+    fn non_layer_bytes(&self) -> u64 {
+        self.embedders.tensor_bytes()
+            + self.video_head.tensor_bytes()
+            + self.audio_head.tensor_bytes()
+    }
+
+    /// This model with its embedders and heads on `device` and `layers`.
+    fn rebuilt(&self, device: &Device, layers: LayerStack<TransformerLayer>) -> Result<Self> {
+        Ok(Self {
+            config: self.config.clone(),
+            compute: self.compute,
+            weight_format: self.weight_format,
+            device: device.clone(),
+            embedders: self.embedders.to_device(device)?,
+            bands: self.bands.clone(),
+            layers,
+            video_head: self.video_head.to_device(device)?,
+            audio_head: self.audio_head.to_device(device)?,
+        })
     }
 
     /// The rope frequency bands in use.
@@ -247,9 +302,9 @@ impl DitModel {
             rope: &rope,
             local_mask: packed.local_mask.as_ref(),
         };
-        for layer in &self.layers {
-            x = layer.forward(&x, &ctx, trace.as_deref_mut())?;
-        }
+        x = self.layers.run(x, |x, _, layer| {
+            layer.forward(&x, &ctx, trace.as_deref_mut())
+        })?;
         let out = self.head(&x, packed)?;
         if let Some(trace) = trace {
             trace.record("model_out", &self.padded_output(&out, packed)?);
@@ -308,5 +363,64 @@ impl DitModel {
             &[pad(&out.video_rows)?, pad(&out.audio_rows)?, text],
             0,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::expected_tensors;
+
+    /// A 3-layer model with the real structure at a tiny width, and one small input.
+    fn tiny() -> (DitModel, [Tensor; 3]) {
+        let config = DitConfig {
+            num_layers: 3,
+            hidden_size: 64,
+            head_dim: 16,
+            num_query_groups: 2,
+            text_in_channels: 32,
+            mm_layers: vec![0, 2],
+            gelu7_layers: vec![0],
+            ..DitConfig::base()
+        };
+        let weights = RandomWeights::seeded(&expected_tensors(&config), "", 11);
+        let dev = Device::Cpu;
+        let model = DitModel::load(&weights, config.clone(), DType::F32, &dev).unwrap();
+        let inputs = [
+            Tensor::randn(0f32, 1.0, (1, 48, 2, 4, 4), &dev).unwrap(),
+            Tensor::randn(0f32, 1.0, (1, 5, config.audio_in_channels), &dev).unwrap(),
+            Tensor::randn(0f32, 1.0, (1, 6, 32), &dev).unwrap(),
+        ];
+        (model, inputs)
+    }
+
+    fn velocity(model: &DitModel, [video, audio, text]: &[Tensor; 3]) -> Vec<f32> {
+        let (v, a) = model
+            .velocity(video, audio, 5, text, 6, &DitVariant::Base.packing())
+            .unwrap();
+        let mut out = v.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        out.extend(a.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        out
+    }
+
+    #[test]
+    fn streamed_and_moved_models_compute_the_same_velocities() {
+        let (model, inputs) = tiny();
+        let resident = velocity(&model, &inputs);
+        let streamed = model.streamed_to(&Device::Cpu).unwrap();
+        assert_eq!(velocity(&streamed, &inputs), resident);
+        assert_eq!(
+            streamed.device_bytes() + streamed.host_bytes(),
+            model.device_bytes()
+        );
+        assert!(streamed.resident_layers().is_err());
+        let back = streamed.to_device(&Device::Cpu).unwrap();
+        assert_eq!(velocity(&back, &inputs), resident);
+        assert_eq!(back.device_bytes(), model.device_bytes());
+        // The bytes held are those the footprint predicts for the config.
+        let split = crate::footprint::weight_split(model.config(), &LoadOptions::dense(DType::F32));
+        assert_eq!(model.device_bytes(), split.non_layer + split.layers);
+        assert_eq!(streamed.device_bytes(), split.non_layer);
+        assert_eq!(split.rope_bands, 4 * model.bands().len() as u64);
     }
 }

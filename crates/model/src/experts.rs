@@ -43,6 +43,7 @@ pub struct ExpertLinear {
     out_features: usize,
     experts: usize,
 }
+cadence_core::tensor_tree!(ExpertLinear { weight });
 
 impl ExpertLinear {
     /// Loads `key` (already verified to be `(experts·out, in)`), dense in the compute dtype or
@@ -89,6 +90,7 @@ pub struct ExpertNorm {
     width: usize,
     experts: usize,
 }
+cadence_core::tensor_tree!(ExpertNorm { scale });
 
 impl ExpertNorm {
     /// Loads the stored offset `w` from `key` and keeps `1 + w` (f32).

@@ -41,30 +41,60 @@ use candle_core::DType;
 use crate::config::{Activation, DitConfig};
 use crate::layer::TOKEN_CHUNK;
 use crate::precision::{LoadOptions, WeightFormat};
-use crate::weights::{expected_tensors, gemm_weights};
+use crate::weights::{expected_tensors, gemm_weights, ROPE_BANDS};
 
 /// Bytes of the temporaries of an FP8 activation quantisation (a bounded slice at a time).
 const FP8_QUANTISE_TEMPORARIES: u64 = QUANTISE_TEMPORARY_BYTES as u64;
 
 /// Bytes the model's weights take on its device when loaded with `options`.
 pub fn weight_bytes(config: &DitConfig, options: &LoadOptions) -> u64 {
+    let split = weight_split(config, options);
+    split.non_layer + split.layers + split.rope_bands
+}
+
+/// The weights' bytes by part, for placements that hold the layers elsewhere (streaming).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightSplit {
+    /// Embedders and output heads (f32), which stay on the device.
+    pub non_layer: u64,
+    /// All transformer layers.
+    pub layers: u64,
+    /// The largest layer (what a streamed model holds per layer in flight).
+    pub largest_layer: u64,
+    /// The rope bands (a few numbers the model keeps on the host).
+    pub rope_bands: u64,
+}
+
+/// [`weight_bytes`] split into the parts [`WeightSplit`] names.
+pub fn weight_split(config: &DitConfig, options: &LoadOptions) -> WeightSplit {
     let gemms = gemm_weights(config);
-    let gemm: u64 = gemms
-        .iter()
-        .map(|s| {
-            let (rows, cols) = (s.shape[0] as u64, s.shape[1] as u64);
-            match options.weights {
-                WeightFormat::Dense => rows * cols * options.compute.size_in_bytes() as u64,
-                WeightFormat::Fp8 { .. } => rows * (cols.next_multiple_of(16) + 4),
-            }
+    let bytes = |s: &cadence_core::TensorSpec| -> u64 {
+        let elements = s.shape.iter().product::<usize>() as u64;
+        if !gemms.iter().any(|g| g.name == s.name) {
+            return 4 * elements;
+        }
+        let (rows, cols) = (s.shape[0] as u64, s.shape[1] as u64);
+        match options.weights {
+            WeightFormat::Dense => rows * cols * options.compute.size_in_bytes() as u64,
+            WeightFormat::Fp8 { .. } => rows * (cols.next_multiple_of(16) + 4),
+        }
+    };
+    let specs = expected_tensors(config);
+    let of = |keep: &dyn Fn(&str) -> bool| -> u64 {
+        specs.iter().filter(|s| keep(&s.name)).map(bytes).sum()
+    };
+    let layers: Vec<u64> = (0..config.num_layers)
+        .map(|i| {
+            let prefix = format!("block.layers.{i}.");
+            of(&|name: &str| name.starts_with(&prefix))
         })
-        .sum();
-    let other: u64 = expected_tensors(config)
-        .iter()
-        .filter(|s| !gemms.iter().any(|g| g.name == s.name))
-        .map(|s| 4 * s.shape.iter().product::<usize>() as u64)
-        .sum();
-    gemm + other
+        .collect();
+    WeightSplit {
+        non_layer: of(&|name: &str| !name.starts_with("block.layers.") && name != ROPE_BANDS),
+        layers: layers.iter().sum(),
+        largest_layer: layers.iter().copied().max().unwrap_or(0),
+        rope_bands: of(&|name: &str| name == ROPE_BANDS),
+    }
 }
 
 /// The activation memory of one forward pass, split as the module docs describe.

@@ -70,6 +70,17 @@ pub struct TransformerLayer {
     /// Tokens per piece of per-token work ([`TOKEN_CHUNK`]).
     token_chunk: usize,
 }
+cadence_core::tensor_tree!(TransformerLayer {
+    attn_norm,
+    qkv,
+    q_norm,
+    k_norm,
+    proj,
+    mlp_norm,
+    up,
+    down,
+    post_norms,
+});
 
 impl TransformerLayer {
     /// Loads layer `index`: GEMM weights dense in the compute dtype or FP8 (`options`), norms

@@ -328,7 +328,7 @@ fn check_dit_forward(case: &Case, device: &Device) -> Result<()> {
         rope: &rope,
         local_mask: packed.local_mask.as_ref(),
     };
-    for (i, layer) in model.layers().iter().enumerate() {
+    for (i, layer) in model.resident_layers()?.iter().enumerate() {
         let prev = if i == 0 {
             "mid.adapter_out".to_string()
         } else {

@@ -142,5 +142,5 @@ fn fp8_checkpoint_round_trips() {
 }
 
 fn layer_qkv(model: &DitModel) -> &LinearWeight {
-    model.layers()[1].gemms()[0]
+    model.resident_layers().unwrap()[1].gemms()[0]
 }

@@ -26,6 +26,19 @@ impl DitVelocity {
     pub fn model(&self) -> &DitModel {
         &self.model
     }
+
+    /// How the variant packs its tokens.
+    pub fn packing(&self) -> &PackingConfig {
+        &self.packing
+    }
+
+    /// The same packing around `f(model)` (the model moved elsewhere, for instance).
+    pub fn map_model(&self, f: impl FnOnce(&DitModel) -> Result<DitModel>) -> Result<Self> {
+        Ok(Self {
+            model: f(&self.model)?,
+            packing: self.packing.clone(),
+        })
+    }
 }
 
 impl VelocityModel for DitVelocity {

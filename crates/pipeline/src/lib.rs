@@ -1,8 +1,12 @@
 //! The Cadence sampling pipeline for daVinci-MagiHuman: from an encoded request to the latents
 //! the decoders turn into a clip, computed as the official evaluator computes them.
 //!
-//! * [`request`]: a [`GenerationRequest`], its validation (sizes rounded down to multiples of
-//!   32 px with a reported warning, clip length limits) and the [`shapes`] it implies.
+//! * [`engine`]: the library API: an [`engine::EngineBuilder`] loads the models a
+//!   [`models::Mode`] needs (from folders, the embedded demo, or random weights), places them as
+//!   the [`memory`] plan says for the device's budget, and turns requests into clips.
+//! * [`request`]: a [`GenerationRequest`], its validation against [`Limits`] (sizes rounded down
+//!   to multiples of 32 px with a reported warning, bounded prompt, sizes and length) and the
+//!   [`shapes`] it implies.
 //! * [`scheduler`]: flow UniPC, the distilled step, the zero-SNR table.
 //! * [`cfg`](mod@cfg): the guidance rules (base `t > 500` switch, SR per-frame scales, audio 5.0).
 //! * [`sr`]: the base-to-SR glue (trilinear resize, re-noise, noisy audio conditioning).
@@ -36,6 +40,7 @@ pub mod dit_velocity;
 pub mod engine;
 pub mod memory;
 pub mod model;
+pub mod models;
 pub mod noise;
 #[cfg(feature = "fixtures")]
 pub mod parity;
@@ -47,8 +52,11 @@ pub mod sr;
 
 pub use dit_velocity::DitVelocity;
 pub use model::{Stage, StepInfo, TextContext, Velocity, VelocityInput, VelocityModel};
+pub use models::{BaseModel, Mode, ModelDirs, Resolution, VideoDecoder};
 pub use noise::{NoiseSource, ReplayNoise, SeededNoise};
-pub use request::{GenerationRequest, Limits, Mode, RequestWarning, ValidatedRequest};
+pub use request::{
+    Conditioning, GenerationRequest, InputSource, Limits, RequestWarning, ValidatedRequest,
+};
 pub use sampler::{
     AudioDrivenPolicy, AudioOutput, ImageLatents, SampledLatents, Sampler, SamplerConfig,
     SamplingInputs, SamplingObserver,

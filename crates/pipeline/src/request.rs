@@ -6,14 +6,50 @@
 //!   (`16 * (px / 16 / 2 * 2)`), and each rounding is reported (a [`RequestWarning`] in the
 //!   result and a `tracing` warning);
 //! * sizes that would round to 0, an empty prompt, a clip length outside [`Limits`], or an SR size
-//!   with only one side given are errors (the reference silently skips SR in the last case).
+//!   with only one side given are errors (the reference silently skips SR in the last case);
+//! * everything is bounded before any heavy work ([`Limits`]): the prompt's bytes here, its
+//!   tokens once tokenized, the sizes and the clip length; the engine then checks the memory
+//!   the request needs against its budget.
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use cadence_core::{Error, Result};
 
 use crate::shapes::{audio_frames_for_seconds, LatentShapes, LatentSize, PIXEL_MULTIPLE};
+
+/// An image or audio input: a file, or its bytes in memory (an upload). Each is decoded once
+/// per generation, whatever the number of sizes it is needed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputSource {
+    /// A file on disk.
+    Path(PathBuf),
+    /// The file's bytes.
+    Bytes(Arc<[u8]>),
+}
+
+impl InputSource {
+    /// For messages: the path, or `uploaded bytes (N B)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Path(p) => p.display().to_string(),
+            Self::Bytes(b) => format!("uploaded bytes ({} B)", b.len()),
+        }
+    }
+}
+
+impl From<PathBuf> for InputSource {
+    fn from(path: PathBuf) -> Self {
+        Self::Path(path)
+    }
+}
+
+impl From<Vec<u8>> for InputSource {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self::Bytes(bytes.into())
+    }
+}
 
 /// What the user asks for: one clip.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,9 +57,9 @@ pub struct GenerationRequest {
     /// The prompt (the pipeline is tuned for the "enhanced prompt" style).
     pub prompt: String,
     /// Reference image for the first frame (TI2V), if any.
-    pub image: Option<PathBuf>,
+    pub image: Option<InputSource>,
     /// User audio to drive the video (audio-driven mode), if any.
-    pub audio: Option<PathBuf>,
+    pub audio: Option<InputSource>,
     /// Clip length in whole seconds (in audio-driven mode: at most this much of the audio).
     pub seconds: u32,
     /// Base-stage width in pixels.
@@ -61,6 +97,15 @@ impl GenerationRequest {
                 "the prompt is empty; describe the clip to generate".into(),
             ));
         }
+        if self.prompt.len() > limits.max_prompt_bytes {
+            return Err(Error::InvalidInput(format!(
+                "the prompt is {} bytes, over the limit of {} bytes ({} tokens at most reach the                  text encoder, and the video model reads only the first {}); shorten it",
+                self.prompt.len(),
+                limits.max_prompt_bytes,
+                limits.max_prompt_tokens,
+                cadence_text::CONTEXT_ROWS
+            )));
+        }
         if !(limits.min_seconds..=limits.max_seconds).contains(&self.seconds) {
             return Err(Error::InvalidInput(format!(
                 "seconds = {} is out of range: allowed {}..={} whole seconds",
@@ -68,13 +113,20 @@ impl GenerationRequest {
             )));
         }
         let mut warnings = Vec::new();
-        let base = checked_size(SizeKind::Base, self.width, self.height, &mut warnings)?;
+        let base = checked_size(
+            SizeKind::Base,
+            self.width,
+            self.height,
+            limits,
+            &mut warnings,
+        )?;
         let sr = match (self.sr_width, self.sr_height) {
             (None, None) => None,
             (Some(w), Some(h)) => Some(checked_size(
                 SizeKind::SuperResolution,
                 w,
                 h,
+                limits,
                 &mut warnings,
             )?),
             (w, h) => {
@@ -86,15 +138,15 @@ impl GenerationRequest {
         for w in &warnings {
             tracing::warn!("{w}");
         }
-        let mode = match (self.image.is_some(), self.audio.is_some()) {
-            (false, false) => Mode::TextToVideo,
-            (true, false) => Mode::TextImageToVideo,
-            (false, true) => Mode::TextAudioToVideo,
-            (true, true) => Mode::TextImageAudioToVideo,
+        let conditioning = match (self.image.is_some(), self.audio.is_some()) {
+            (false, false) => Conditioning::TextToVideo,
+            (true, false) => Conditioning::TextImageToVideo,
+            (false, true) => Conditioning::TextAudioToVideo,
+            (true, true) => Conditioning::TextImageAudioToVideo,
         };
         Ok(ValidatedRequest {
             request: self.clone(),
-            mode,
+            conditioning,
             base,
             sr,
             warnings,
@@ -102,7 +154,7 @@ impl GenerationRequest {
     }
 }
 
-/// Bounds a request is checked against.
+/// Bounds a request is checked against before any heavy work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Shortest clip in seconds.
@@ -111,20 +163,38 @@ pub struct Limits {
     /// the attention cost grows with the square of the length, so the default stops runaway
     /// requests at 20 s. Raise it deliberately for longer clips.
     pub max_seconds: u32,
+    /// Longest prompt in bytes, checked before tokenizing (cheap, and bounds the tokenizer).
+    pub max_prompt_bytes: usize,
+    /// Most prompt tokens the text encoder is given. The DiT reads the first
+    /// [`cadence_text::CONTEXT_ROWS`] (640) rows of the encoding; the reference encodes the
+    /// whole prompt first (later tokens still shape earlier rows through attention), so longer
+    /// prompts are accepted up to this cap, which keeps the encoder's attention (quadratic in
+    /// tokens) below 1 GB at the real size.
+    pub max_prompt_tokens: usize,
+    /// Longest side of any stage in pixels.
+    pub max_side_px: u32,
+    /// Most pixels of any stage (width x height).
+    pub max_pixels: u64,
 }
 
 impl Default for Limits {
+    /// 1-20 s; prompts up to 16 KiB and 2048 tokens; stages up to the largest the published
+    /// models make (the 1080p super-resolution output, 1920x1088).
     fn default() -> Self {
         Self {
             min_seconds: 1,
             max_seconds: 20,
+            max_prompt_bytes: 16 << 10,
+            max_prompt_tokens: 2048,
+            max_side_px: 1920,
+            max_pixels: 1920 * 1088,
         }
     }
 }
 
 /// Which inputs condition the clip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub enum Conditioning {
     /// Prompt only: video and audio are generated.
     TextToVideo,
     /// Prompt + first-frame image.
@@ -135,15 +205,21 @@ pub enum Mode {
     TextImageAudioToVideo,
 }
 
-impl Mode {
+impl Conditioning {
     /// Whether the first latent frame is pinned to an encoded image.
     pub fn has_image(self) -> bool {
-        matches!(self, Mode::TextImageToVideo | Mode::TextImageAudioToVideo)
+        matches!(
+            self,
+            Conditioning::TextImageToVideo | Conditioning::TextImageAudioToVideo
+        )
     }
 
     /// Whether the audio comes from the user (audio-driven).
     pub fn has_user_audio(self) -> bool {
-        matches!(self, Mode::TextAudioToVideo | Mode::TextImageAudioToVideo)
+        matches!(
+            self,
+            Conditioning::TextAudioToVideo | Conditioning::TextImageAudioToVideo
+        )
     }
 }
 
@@ -197,8 +273,8 @@ impl fmt::Display for RequestWarning {
 pub struct ValidatedRequest {
     /// The request as given.
     pub request: GenerationRequest,
-    /// Conditioning mode.
-    pub mode: Mode,
+    /// Which inputs condition the clip.
+    pub conditioning: Conditioning,
     /// Base latent size (pixels: `16 h x 16 w`).
     pub base: LatentSize,
     /// SR latent size, when asked for.
@@ -214,7 +290,7 @@ impl ValidatedRequest {
     /// modes (it sets the clip length), refused otherwise (`A = 25 * seconds + 1` then).
     pub fn shapes(&self, user_audio_frames: Option<usize>) -> Result<LatentShapes> {
         let frames =
-            match (self.mode.has_user_audio(), user_audio_frames) {
+            match (self.conditioning.has_user_audio(), user_audio_frames) {
                 (true, Some(frames)) => frames,
                 (false, None) => audio_frames_for_seconds(self.request.seconds as usize),
                 (true, None) => return Err(Error::InvalidInput(
@@ -235,8 +311,21 @@ fn checked_size(
     kind: SizeKind,
     width: u32,
     height: u32,
+    limits: &Limits,
     warnings: &mut Vec<RequestWarning>,
 ) -> Result<LatentSize> {
+    let what = match kind {
+        SizeKind::Base => "size",
+        SizeKind::SuperResolution => "super-resolution size",
+    };
+    if width.max(height) > limits.max_side_px
+        || u64::from(width) * u64::from(height) > limits.max_pixels
+    {
+        return Err(Error::InvalidInput(format!(
+            "{what} {width}x{height} is larger than the models make: at most {} px a side and              {} pixels (1920x1088); choose a smaller size or a resolution preset",
+            limits.max_side_px, limits.max_pixels
+        )));
+    }
     let size = LatentSize::from_pixels(width as usize, height as usize).map_err(|e| match e {
         Error::InvalidInput(m) if kind == SizeKind::SuperResolution => {
             Error::InvalidInput(format!("super-resolution {m}"))
@@ -284,7 +373,7 @@ mod tests {
         let v = r.validate(&Limits::default()).unwrap();
         assert!(v.warnings.is_empty());
         assert_eq!(v.sr.map(|s| (s.width, s.height)), Some((56, 32)));
-        assert_eq!(v.mode, Mode::TextToVideo);
+        assert_eq!(v.conditioning, Conditioning::TextToVideo);
         let shapes = v.shapes(None).unwrap();
         assert_eq!(shapes.base_video(), [1, 48, 26, 16, 28]);
         assert_eq!(shapes.sr_video(), Some([1, 48, 26, 32, 56]));
@@ -308,14 +397,27 @@ mod tests {
         r.sr_width = Some(896);
         let e = r.validate(&limits).unwrap_err().to_string();
         assert!(e.contains("sr_height"), "{e}");
+        r.sr_width = None;
+        (r.width, r.height) = (100_000, 100_000);
+        let e = r.validate(&limits).unwrap_err().to_string();
+        assert!(e.contains("100000x100000") && e.contains("1920"), "{e}");
+        (r.width, r.height) = (1920, 1920);
+        assert!(
+            r.validate(&limits).is_err(),
+            "each side fits but the area does not"
+        );
+        (r.width, r.height) = (448, 256);
+        r.prompt = "a".repeat(200_000);
+        let e = r.validate(&limits).unwrap_err().to_string();
+        assert!(e.contains("200000 bytes") && e.contains("16384"), "{e}");
     }
 
     #[test]
     fn audio_driven_shapes_need_the_audio_length() {
         let mut r = GenerationRequest::new("speak");
-        r.audio = Some("voice.wav".into());
+        r.audio = Some(InputSource::Path("voice.wav".into()));
         let v = r.validate(&Limits::default()).unwrap();
-        assert_eq!(v.mode, Mode::TextAudioToVideo);
+        assert_eq!(v.conditioning, Conditioning::TextAudioToVideo);
         assert!(v.shapes(None).is_err());
         let s = v.shapes(Some(100)).unwrap();
         assert_eq!((s.audio_frames, s.latent_frames), (100, 25));

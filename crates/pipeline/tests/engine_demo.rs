@@ -5,9 +5,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use cadence_media::{write_png, write_wav, WavFormat};
-use cadence_pipeline::engine::{Clip, Engine, GenerationReport};
-use cadence_pipeline::GenerationRequest;
-use cadence_weights::Dit;
+use cadence_pipeline::engine::{Clip, Engine, EngineBuilder, GenerationReport};
+use cadence_pipeline::{BaseModel, GenerationRequest, InputSource, Mode, Resolution};
+
+/// The demo engine for `mode`.
+fn demo(mode: Mode) -> Engine {
+    EngineBuilder::demo().mode(mode).build(&mut ()).unwrap()
+}
 
 /// Frames of an `s`-second clip: `25 s + 1` audio latents, `T = (A-1)/4 + 1` latent frames,
 /// `4 (T-1) + 1` video frames.
@@ -36,15 +40,14 @@ fn check_shape(clip: &Clip, report: &GenerationReport, width: u32, height: u32, 
         clip.frames.len(),
         info.frames * (width * height * 3) as usize
     );
-    // Audio: (25 s + 1) latents of 2048 samples at 51.2 kHz, resampled by 441/512, stereo.
-    let samples = (25 * seconds as usize + 1) * 2048 * 441 / 512;
-    assert_eq!(clip.audio.len(), 2 * samples);
+    // Audio: stereo at 44.1 kHz, ending with the last frame.
+    assert_eq!(clip.audio.len(), 2 * info.frames * 44_100 / 25);
     assert!(clip.audio.iter().all(|s| s.is_finite() && s.abs() <= 1.0));
 }
 
 #[test]
 fn text_to_video_distilled_is_deterministic() {
-    let engine = Engine::demo(Dit::Distill).unwrap();
+    let engine = demo(Mode::distilled_t2v());
     let mut request = GenerationRequest::new("a cat plays the piano");
     (request.width, request.height, request.seconds, request.seed) = (128, 96, 1, 7);
     let (a, report) = run(&engine, &request);
@@ -91,9 +94,13 @@ fn reference_audio(dir: &Path, seconds: f32) -> std::path::PathBuf {
 #[test]
 fn image_to_video_with_super_resolution() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::demo(Dit::Distill).unwrap();
+    let engine = demo(Mode {
+        image: true,
+        resolution: Resolution::P540,
+        ..Mode::distilled_t2v()
+    });
     let mut request = GenerationRequest::new("a portrait comes to life");
-    request.image = Some(reference_image(dir.path()));
+    request.image = Some(InputSource::Path(reference_image(dir.path())));
     (request.width, request.height, request.seconds) = (64, 64, 1);
     (request.sr_width, request.sr_height) = (Some(128), Some(96));
     let (a, report) = run(&engine, &request);
@@ -116,9 +123,13 @@ fn image_to_video_with_super_resolution() {
 #[test]
 fn audio_driven_keeps_the_users_sound() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::demo(Dit::Base).unwrap();
+    let engine = demo(Mode {
+        dit: BaseModel::Base,
+        reference_audio: true,
+        ..Mode::distilled_t2v()
+    });
     let mut request = GenerationRequest::new("she sings along");
-    request.audio = Some(reference_audio(dir.path(), 1.5));
+    request.audio = Some(InputSource::Path(reference_audio(dir.path(), 1.5)));
     (request.width, request.height, request.seconds) = (64, 64, 1);
     let (a, report) = run(&engine, &request);
     // The clip follows the encoded user audio: 1 s of it, 25 latents per second.
@@ -152,10 +163,13 @@ fn audio_driven_keeps_the_users_sound() {
 
 #[test]
 fn missing_components_are_named() {
-    let engine = Engine::demo(Dit::Distill).unwrap();
+    let engine = demo(Mode {
+        image: true,
+        ..Mode::distilled_t2v()
+    });
     let mut request = GenerationRequest::new("x");
     (request.width, request.height, request.seconds) = (64, 64, 1);
-    request.image = Some("/nonexistent/face.png".into());
+    request.image = Some(InputSource::Path("/nonexistent/face.png".into()));
     let err = engine.generate_clip(&request).unwrap_err().to_string();
     assert!(err.contains("/nonexistent/face.png"), "{err}");
 }

@@ -43,6 +43,25 @@ pub struct SelfAttention {
     softcap: Option<f64>,
 }
 
+impl cadence_core::TensorTree for SelfAttention {
+    fn for_each_tensor(&self, f: &mut dyn FnMut(&Tensor)) {
+        for l in [&self.q_proj, &self.k_proj, &self.v_proj, &self.o_proj] {
+            f(l.weight());
+        }
+    }
+
+    fn map_tensors(&self, f: &mut dyn FnMut(&Tensor) -> Result<Tensor>) -> Result<Self> {
+        let mut map = |l: &Linear| -> Result<Linear> { Ok(Linear::new(f(l.weight())?, None)) };
+        Ok(Self {
+            q_proj: map(&self.q_proj)?,
+            k_proj: map(&self.k_proj)?,
+            v_proj: map(&self.v_proj)?,
+            o_proj: map(&self.o_proj)?,
+            ..self.clone()
+        })
+    }
+}
+
 impl SelfAttention {
     /// Loads `{prefix}{q,k,v,o}_proj.weight`.
     pub fn load(

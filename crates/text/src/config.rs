@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use candle_core::DType;
+
 use cadence_core::{Error, Result, TensorSpec};
 use serde::Deserialize;
 use serde_json::Value;
@@ -146,6 +148,37 @@ impl TextEncoderConfig {
             .iter()
             .map(|s| s.shape.iter().product::<usize>())
             .sum()
+    }
+
+    /// Bytes the loaded encoder holds computing in `dtype`: matrices in `dtype`, norm scales in
+    /// f32 (as [`crate::TextEncoder`] keeps them), split for the memory plan.
+    pub fn held_bytes(&self, dtype: DType) -> TextEncoderBytes {
+        let bytes = |spec: &TensorSpec| {
+            let elements = spec.shape.iter().product::<usize>() as u64;
+            let per = if spec.shape.len() == 1 {
+                4
+            } else {
+                dtype.size_in_bytes() as u64
+            };
+            elements * per
+        };
+        let specs = self.tensor_specs();
+        let of = |prefix: &str| -> u64 {
+            specs
+                .iter()
+                .filter(|s| s.name.starts_with(prefix))
+                .map(bytes)
+                .sum()
+        };
+        let layers: Vec<u64> = (0..self.num_layers())
+            .map(|i| of(&format!("layers.{i}.")))
+            .collect();
+        TextEncoderBytes {
+            embedding: of("embed_tokens."),
+            final_norm: of("norm."),
+            layers: layers.iter().sum(),
+            largest_layer: layers.iter().copied().max().unwrap_or(0),
+        }
     }
 
     /// Checks the relations the forward pass relies on.
@@ -293,6 +326,26 @@ impl HfModuleConfig {
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+}
+
+/// The encoder's weight bytes by part ([`TextEncoderConfig::held_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextEncoderBytes {
+    /// The token embedding table.
+    pub embedding: u64,
+    /// The final norm.
+    pub final_norm: u64,
+    /// All layers.
+    pub layers: u64,
+    /// The largest layer (what a streamed encoder holds per layer in flight).
+    pub largest_layer: u64,
+}
+
+impl TextEncoderBytes {
+    /// Everything.
+    pub fn total(&self) -> u64 {
+        self.embedding + self.final_norm + self.layers
     }
 }
 

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use cadence_core::{Checkpoint, Error, Result, WeightSource};
+use cadence_core::{Checkpoint, Error, Result, TensorTree, WeightSource};
+use cadence_kernels::transfer::LayerStack;
 
 use crate::attention::AttentionMode;
 use crate::batch::TokenBatch;
@@ -23,10 +24,13 @@ use crate::trace::Trace;
 #[derive(Debug)]
 pub struct TextEncoder {
     cfg: TextEncoderConfig,
+    /// The embedding table (1.8 GB at the real size): on `device`, or in host memory when the
+    /// layers are streamed (only the prompt's rows then travel to the device).
     embed_tokens: Tensor,
     /// `sqrt(hidden_size)` rounded to the model dtype, as the reference computes it.
     embed_scale: f64,
-    layers: Vec<EncoderLayer>,
+    /// Resident on `device`, or parked in host memory and streamed to it.
+    layers: LayerStack<EncoderLayer>,
     final_norm: RmsNorm,
     dtype: DType,
     device: Device,
@@ -80,6 +84,7 @@ impl TextEncoder {
         let layers = (0..cfg.num_layers())
             .map(|i| EncoderLayer::load(ckpt, ENCODER_PREFIX, i, cfg, dtype, device))
             .collect::<Result<Vec<_>>>()?;
+        let layers = LayerStack::resident(layers);
         let final_norm = RmsNorm::load(
             ckpt,
             &format!("{ENCODER_PREFIX}norm.weight"),
@@ -143,6 +148,72 @@ impl TextEncoder {
         &self.device
     }
 
+    /// The same encoder with every weight on `device`.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        self.rebuilt(
+            device,
+            self.embed_tokens.to_device(device)?,
+            self.layers.to_device(device)?,
+        )
+    }
+
+    /// The same encoder computing on `device` with its layers and its embedding table in host
+    /// memory; the layers are streamed to `device` a few ahead of use.
+    pub fn streamed_to(&self, device: &Device) -> Result<Self> {
+        self.rebuilt(
+            device,
+            self.embed_tokens.to_device(&Device::Cpu)?,
+            self.layers.streamed_to(device)?,
+        )
+    }
+
+    fn rebuilt(
+        &self,
+        device: &Device,
+        embed_tokens: Tensor,
+        layers: LayerStack<EncoderLayer>,
+    ) -> Result<Self> {
+        Ok(Self {
+            cfg: self.cfg.clone(),
+            embed_tokens,
+            embed_scale: self.embed_scale,
+            layers,
+            final_norm: self.final_norm.to_device(device)?,
+            dtype: self.dtype,
+            device: device.clone(),
+            mode: self.mode,
+            identity: self.identity.clone(),
+        })
+    }
+
+    /// Bytes of weights held on the encoder's device while idle (with streamed layers: the
+    /// final norm only; the layers in flight are counted by the stack).
+    pub fn device_bytes(&self) -> u64 {
+        let (embedding_here, _) = self.embedding_bytes();
+        embedding_here + self.final_norm.tensor_bytes() + self.layers.resident_bytes()
+    }
+
+    /// Bytes of weights parked in host memory (the streamed layers and the embedding table).
+    pub fn host_bytes(&self) -> u64 {
+        let (_, embedding_parked) = self.embedding_bytes();
+        embedding_parked + self.layers.host_bytes()
+    }
+
+    /// The embedding table's bytes as `(on the device, parked in host memory)`.
+    fn embedding_bytes(&self) -> (u64, u64) {
+        let bytes = self.embed_tokens.tensor_bytes();
+        if self.embed_tokens.device().same_device(&self.device) && !self.layers.is_streamed() {
+            (bytes, 0)
+        } else {
+            (0, bytes)
+        }
+    }
+
+    /// The layers, wherever they are.
+    pub fn layers(&self) -> &LayerStack<EncoderLayer> {
+        &self.layers
+    }
+
     /// Identity of the weights this encoder was loaded from (keys the negative-prompt cache).
     pub fn identity(&self) -> &WeightsIdentity {
         &self.identity
@@ -165,12 +236,13 @@ impl TextEncoder {
         batch.validate(self.cfg.vocab_size)?;
         let (b, l) = (batch.batch_size(), batch.len());
         let flat: Vec<u32> = batch.ids.iter().flatten().copied().collect();
-        let ids = Tensor::from_vec(flat, b * l, &self.device)?;
+        let ids = Tensor::from_vec(flat, b * l, self.embed_tokens.device())?;
         let h = self
             .embed_tokens
             .index_select(&ids, 0)?
+            .to_device(&self.device)?
             .reshape((b, l, self.cfg.hidden_size))?;
-        let mut h = h.affine(self.embed_scale, 0.0)?;
+        let h = h.affine(self.embed_scale, 0.0)?;
         trace.record(None, "embed_scaled", &h);
 
         let rope = RotaryTables::new(
@@ -183,11 +255,11 @@ impl TextEncoder {
         trace.record(None, "rope_cos", &rope.cos);
         trace.record(None, "rope_sin", &rope.sin);
         let masks = AttentionMasks::new(&batch.valid, self.cfg.sliding_window, &self.device)?;
-        for (i, layer) in self.layers.iter().enumerate() {
+        let h = self.layers.run(h, |h, i, layer| {
             let mask = masks.for_layer(layer.kind());
             trace.record(Some(i), "attn_mask", mask);
-            h = layer.forward(&h, &rope, mask, self.mode, trace, i)?;
-        }
+            layer.forward(&h, &rope, mask, self.mode, trace, i)
+        })?;
         self.final_norm.forward(&h)
     }
 }
@@ -212,5 +284,52 @@ mod tests {
         assert_eq!(round_to(DType::F32, 3584f64.sqrt()), 59.866_519_927_978_516);
         assert_eq!(round_to(DType::F32, 48f64.sqrt()), 6.928_203_105_926_514);
         assert_eq!(round_to(DType::BF16, 48f64.sqrt()), 6.9375);
+    }
+
+    #[test]
+    fn a_streamed_encoder_computes_what_a_resident_one_does() {
+        use crate::config::LayerKind;
+        let cfg = TextEncoderConfig {
+            vocab_size: 40,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_heads: 2,
+            num_kv_heads: 1,
+            head_dim: 16,
+            query_pre_attn_scalar: 16.0,
+            sliding_window: 4,
+            attn_logit_softcapping: None,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10_000.0,
+            layer_kinds: vec![LayerKind::Sliding, LayerKind::Full, LayerKind::Sliding],
+        };
+        let weights = cadence_core::RandomWeights::seeded(&cfg.tensor_specs(), ENCODER_PREFIX, 3);
+        let encoder = TextEncoder::from_source(
+            &weights,
+            WeightsIdentity::named("test"),
+            &cfg,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let batch = TokenBatch::single(vec![5, 9, 11, 2, 30, 7, 1]);
+        let out = |e: &TextEncoder| -> Vec<f32> {
+            e.forward(&batch)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let total = encoder.device_bytes();
+        let predicted = cfg.held_bytes(DType::F32);
+        assert_eq!(total, predicted.total());
+        let streamed = encoder.streamed_to(&Device::Cpu).unwrap();
+        assert_eq!(out(&streamed), out(&encoder));
+        assert_eq!(streamed.device_bytes() + streamed.host_bytes(), total);
+        assert_eq!(streamed.device_bytes(), predicted.final_norm);
+        let back = streamed.to_device(&Device::Cpu).unwrap();
+        assert_eq!(out(&back), out(&encoder));
+        assert_eq!((back.device_bytes(), back.host_bytes()), (total, 0));
     }
 }

@@ -28,6 +28,14 @@ pub struct EncoderLayer {
     mlp: GatedMlp,
     post_ffn_norm: RmsNorm,
 }
+cadence_core::tensor_tree!(EncoderLayer {
+    pre_attn_norm,
+    attention,
+    post_attn_norm,
+    pre_ffn_norm,
+    mlp,
+    post_ffn_norm,
+});
 
 impl EncoderLayer {
     /// Loads layer `index` from `{prefix}layers.{index}.*`.

@@ -74,7 +74,7 @@ mod trace;
 pub use attention::AttentionMode;
 pub use batch::TokenBatch;
 pub use cache::{CacheKey, NegativePromptCache, WeightsIdentity};
-pub use config::{LayerKind, TextEncoderConfig, ENCODER_PREFIX};
+pub use config::{LayerKind, TextEncoderBytes, TextEncoderConfig, ENCODER_PREFIX};
 pub use encoder::TextEncoder;
 pub use negative::{negative_prompt_key, NEGATIVE_PROMPT};
 pub use prompt::{

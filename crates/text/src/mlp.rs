@@ -13,6 +13,23 @@ pub struct GatedMlp {
     down_proj: Linear,
 }
 
+impl cadence_core::TensorTree for GatedMlp {
+    fn for_each_tensor(&self, f: &mut dyn FnMut(&Tensor)) {
+        for l in [&self.gate_proj, &self.up_proj, &self.down_proj] {
+            f(l.weight());
+        }
+    }
+
+    fn map_tensors(&self, f: &mut dyn FnMut(&Tensor) -> Result<Tensor>) -> Result<Self> {
+        let mut map = |l: &Linear| -> Result<Linear> { Ok(Linear::new(f(l.weight())?, None)) };
+        Ok(Self {
+            gate_proj: map(&self.gate_proj)?,
+            up_proj: map(&self.up_proj)?,
+            down_proj: map(&self.down_proj)?,
+        })
+    }
+}
+
 impl GatedMlp {
     /// Loads `{prefix}{gate,up,down}_proj.weight`.
     pub fn load(

@@ -15,6 +15,7 @@ pub struct RmsNorm {
     scale: Tensor,
     eps: f64,
 }
+cadence_core::tensor_tree!(RmsNorm { scale });
 
 impl RmsNorm {
     /// Loads the stored weight `key` and precomputes its `1 + w` scale in f32.

@@ -120,6 +120,16 @@ impl PromptEncoder {
         &self.encoder
     }
 
+    /// The same tokenizer (shared) with `f(encoder)` as the encoder: the same weights moved
+    /// elsewhere, for instance.
+    pub fn map_encoder(&self, f: impl FnOnce(&TextEncoder) -> Result<TextEncoder>) -> Result<Self> {
+        Ok(Self {
+            tokenizer: self.tokenizer.clone(),
+            encoder: f(&self.encoder)?,
+            rows: self.rows,
+        })
+    }
+
     /// Takes the pair apart (to drop the encoder and keep the tokenizer, for instance).
     pub fn into_parts(self) -> (Tokenizer, TextEncoder) {
         (self.tokenizer, self.encoder)

@@ -20,10 +20,10 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// File name of the tokenizer flags beside it.
 pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 
-/// The prompt tokenizer.
+/// The prompt tokenizer. Cloning shares the vocabulary (256k entries for T5Gemma).
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: std::sync::Arc<tokenizers::Tokenizer>,
     bos: Option<u32>,
     eos: Option<u32>,
     pad_id: u32,
@@ -77,7 +77,7 @@ impl Tokenizer {
             bos: flags.add_bos.then(|| id(&flags.bos, "bos")).transpose()?,
             eos: flags.add_eos.then(|| id(&flags.eos, "eos")).transpose()?,
             pad_id: id(&flags.pad, "pad")?,
-            inner,
+            inner: std::sync::Arc::new(inner),
         })
     }
 

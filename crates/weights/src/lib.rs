@@ -4,7 +4,8 @@
 //! * [`Manifest`]: every component (DiTs, VAEs, text encoder, audio model) with its Hugging
 //!   Face repository, revision and files, from `weights.toml` ([`Manifest::embedded`] or
 //!   [`Manifest::load`]).
-//! * [`Mode::components`]: which components a generation mode needs.
+//! * Components are named by their manifest ids (`distill`, `t5gemma`, ...); which ones a
+//!   generation mode needs is the engine's business (`cadence_pipeline::models::Mode`).
 //! * [`fetch()`]: downloads components into the Hugging Face cache (the layout `huggingface_hub`
 //!   uses, so existing caches are reused), resumable, verified before a file takes its final
 //!   name, with progress callbacks ([`Progress`]), token and endpoint from the usual `HF_*`
@@ -16,10 +17,10 @@
 //! Every error is one sentence naming the file and the fix, ready to print.
 //!
 //! ```no_run
-//! use cadence_weights::{check, fetch, CheckOptions, FetchOptions, Manifest, Mode, WeightsRoot};
+//! use cadence_weights::{check, fetch, CheckOptions, FetchOptions, Manifest, WeightsRoot};
 //! # fn main() -> cadence_weights::Result<()> {
 //! let manifest = Manifest::embedded()?;
-//! let ids = Mode::distilled_t2v().components();
+//! let ids = ["distill", "t5gemma", "turbo_vae", "stable_audio"];
 //! let options = FetchOptions::from_env()?;
 //! let report = fetch(&manifest, &ids, &options, &mut ())?;
 //! for (file, error) in report.errors() {
@@ -42,7 +43,6 @@ mod formats;
 mod http;
 pub mod hub;
 pub mod manifest;
-pub mod modes;
 pub mod progress;
 mod resume;
 pub mod root;
@@ -55,7 +55,6 @@ pub use error::{Error, Result};
 pub use fetch::{fetch, ComponentFetch, FetchOptions, FetchReport, FetchedFile, FileOutcome};
 pub use hub::HubSettings;
 pub use manifest::{Component, FileSpec, Manifest, RemoteFile};
-pub use modes::{Dit, Mode, Need, Resolution, Role, VideoDecoder};
 pub use progress::Progress;
 pub use root::{Located, Source, WeightsRoot};
 pub use token::{Token, TokenSource};

@@ -132,6 +132,10 @@ impl KernelChoice for Conv3dKernel {
     const ALL: &'static [Self] = &[Self::Reference, Self::Mma];
     const DEFAULT_GPU: Self = Self::Mma;
 
+    fn from_policy(policy: &choice::KernelPolicy) -> Option<Self> {
+        policy.conv3d
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::Reference => "reference",

@@ -25,6 +25,7 @@ pub struct Fp8Matrix {
     scale: Tensor,
     cols: usize,
 }
+cadence_core::tensor_tree!(Fp8Matrix { data, scale });
 
 impl Fp8Matrix {
     /// Quantises a `(rows, cols)` float matrix (any float dtype, any device).

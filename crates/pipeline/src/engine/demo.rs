@@ -9,15 +9,13 @@
 
 use cadence_codec::{OobleckConfig, TurboConfig, WanConfig};
 use cadence_core::Result;
-use cadence_model::{DitConfig, DitVariant, WeightFormat};
+use cadence_model::{DitConfig, DitVariant};
 use cadence_text::{LayerKind, TextEncoderConfig};
-use cadence_weights::Dit;
 
 use super::generated::{
     byte_tokenizer_json, oobleck_config, Blueprint, DecoderPlan, Draw, BYTE_OFFSET,
 };
-use super::{Engine, EngineOptions};
-use crate::sampler::SrStage;
+use crate::models::Mode;
 
 /// Seed of the demo weights (fixed: the demo model is the same on every machine).
 const WEIGHTS_SEED: u64 = 0xCADE_0CE5;
@@ -25,37 +23,28 @@ const WEIGHTS_SEED: u64 = 0xCADE_0CE5;
 /// Width of the tiny text encoder's output rows (the DiT's `text_in_channels`).
 const TEXT_WIDTH: usize = 32;
 
-impl Engine {
-    /// The embedded tiny random model: every component, on the CPU in f32. `dit` picks the
-    /// sampling recipe (distilled: 8 steps; base: 32 guided steps). Super-resolution and
-    /// image input are available, as with the real weights.
-    pub fn demo(dit: Dit) -> Result<Self> {
-        Self::demo_with(dit, WeightFormat::Dense)
-    }
-
-    /// [`Engine::demo`] with the DiTs' GEMM weights held as `dit_weights` (FP8 exercises the
-    /// quantised path end to end on any CPU).
-    pub fn demo_with(dit: Dit, dit_weights: WeightFormat) -> Result<Self> {
-        let (variant, sampler) = super::base_stage(dit);
-        Blueprint {
+impl Blueprint {
+    /// The embedded tiny random models `mode` needs. One tiny super-resolution DiT (with
+    /// frame-window attention, like the 1080p model) serves both SR resolutions.
+    pub(super) fn demo(mode: &Mode) -> Result<Self> {
+        let sr = mode
+            .resolution
+            .sr_variant()
+            .map(|_| (tiny_dit_config(true), DitVariant::Sr1080p));
+        Ok(Self {
             text: tiny_text_config(),
             tokenizer_json: byte_tokenizer_json(),
             text_identity: "cadence demo text encoder",
-            dit: (tiny_dit_config(false), variant),
-            sr: Some((tiny_dit_config(true), DitVariant::Sr1080p)),
-            decoder: DecoderPlan::Turbo(tiny_turbo_config()),
-            wan: Some(tiny_wan_config()),
-            oobleck: tiny_oobleck_config()?,
-            sampler: sampler.with_sr(SrStage::default()),
-        }
-        .build(
-            EngineOptions {
-                dit_weights,
-                ..EngineOptions::cpu()
+            dit: (tiny_dit_config(false), mode.dit.variant()),
+            sr,
+            decoder: match mode.video_decoder {
+                crate::models::VideoDecoder::Turbo => DecoderPlan::Turbo(tiny_turbo_config()),
+                crate::models::VideoDecoder::Wan => DecoderPlan::Wan,
             },
-            &Draw::Seeded(WEIGHTS_SEED),
-            true,
-        )
+            wan: mode.needs_wan().then(tiny_wan_config),
+            oobleck: tiny_oobleck_config()?,
+            draw: Draw::Seeded(WEIGHTS_SEED),
+        })
     }
 }
 

@@ -3,57 +3,43 @@
 //! encoder's operations. Benchmarks divide these by the stage times.
 
 use std::cell::Cell;
+use std::sync::Mutex;
 
 use cadence_core::Result;
 use cadence_model::flops::{attended_pairs, forward_flops};
 use cadence_model::packing::ranges::local_attention_mask;
 use cadence_model::packing::TokenLayout;
-use cadence_model::{DitModel, DitVariant, PackingConfig};
 use cadence_text::{LayerKind, TextEncoderConfig};
 
 use crate::dit_velocity::DitVelocity;
 use crate::model::{Velocity, VelocityInput, VelocityModel};
 
-/// A loaded DiT and the packing its variant uses (needed to count what a pass computes).
-#[derive(Debug)]
-pub(super) struct Denoiser {
-    pub(super) velocity: DitVelocity,
-    packing: PackingConfig,
-}
+use super::placement::{lock, Slot};
 
-impl Denoiser {
-    /// Wraps `model` for `variant`.
-    pub(super) fn new(model: DitModel, variant: DitVariant) -> Self {
-        Self {
-            packing: variant.packing(),
-            velocity: DitVelocity::new(model, variant),
+/// Operations and sequence length of one forward pass of `dit` on `input`, as
+/// [`cadence_model::packing::pack`] lays the tokens out.
+fn pass(dit: &DitVelocity, input: &VelocityInput<'_>) -> Result<(u64, usize)> {
+    let (_, channels, frames, height, width) = input.video.dims5()?;
+    let packing = dit.packing();
+    let patch = packing.patch_size;
+    let layout = TokenLayout {
+        latent_channels: channels,
+        frames,
+        rows: height / patch,
+        cols: width / patch,
+        patch,
+        audio: input.audio.dim(1)?,
+        text: input.text.len,
+    };
+    let config = dit.model().config();
+    let mask = match packing.frame_receptive_field {
+        Some(window) if !config.local_attn_layers.is_empty() => {
+            Some(local_attention_mask(&layout, window))
         }
-    }
-
-    /// Operations and sequence length of one forward pass on `input`, as
-    /// [`cadence_model::packing::pack`] lays the tokens out.
-    fn pass(&self, input: &VelocityInput<'_>) -> Result<(u64, usize)> {
-        let (_, channels, frames, height, width) = input.video.dims5()?;
-        let patch = self.packing.patch_size;
-        let layout = TokenLayout {
-            latent_channels: channels,
-            frames,
-            rows: height / patch,
-            cols: width / patch,
-            patch,
-            audio: input.audio.dim(1)?,
-            text: input.text.len,
-        };
-        let config = self.velocity.model().config();
-        let mask = match self.packing.frame_receptive_field {
-            Some(window) if !config.local_attn_layers.is_empty() => {
-                Some(local_attention_mask(&layout, window))
-            }
-            _ => None,
-        };
-        let flops = forward_flops(config, &layout, mask.as_ref()).total();
-        Ok((flops, layout.len()))
-    }
+        _ => None,
+    };
+    let flops = forward_flops(config, &layout, mask.as_ref()).total();
+    Ok((flops, layout.len()))
 }
 
 /// What one denoising stage's DiT passes did.
@@ -68,16 +54,18 @@ pub struct DitWork {
     pub tokens: usize,
 }
 
-/// A [`Denoiser`] that tallies its passes while the sampler drives it.
+/// A DiT in its placement slot that tallies its passes while the sampler drives it. Each pass
+/// computes with the model the slot holds at that moment (a visiting DiT arrives on the device
+/// when its stage starts).
 pub(super) struct Counted<'d> {
-    denoiser: &'d Denoiser,
+    slot: &'d Mutex<Slot<DitVelocity>>,
     work: Cell<DitWork>,
 }
 
 impl<'d> Counted<'d> {
-    pub(super) fn new(denoiser: &'d Denoiser) -> Self {
+    pub(super) fn new(slot: &'d Mutex<Slot<DitVelocity>>) -> Self {
         Self {
-            denoiser,
+            slot,
             work: Cell::new(DitWork::default()),
         }
     }
@@ -87,8 +75,8 @@ impl<'d> Counted<'d> {
         self.work.take()
     }
 
-    fn count(&self, input: &VelocityInput<'_>) -> Result<()> {
-        let (flops, tokens) = self.denoiser.pass(input)?;
+    fn count(&self, dit: &DitVelocity, input: &VelocityInput<'_>) -> Result<()> {
+        let (flops, tokens) = pass(dit, input)?;
         let mut w = self.work.get();
         w.forwards += 1;
         w.flops += flops;
@@ -100,8 +88,9 @@ impl<'d> Counted<'d> {
 
 impl VelocityModel for Counted<'_> {
     fn velocity(&self, input: &VelocityInput<'_>) -> Result<Velocity> {
-        self.count(input)?;
-        self.denoiser.velocity.velocity(input)
+        let slot = lock(self.slot);
+        self.count(slot.model(), input)?;
+        slot.model().velocity(input)
     }
 
     fn velocity_pair(
@@ -109,9 +98,10 @@ impl VelocityModel for Counted<'_> {
         cond: &VelocityInput<'_>,
         uncond: &VelocityInput<'_>,
     ) -> Result<(Velocity, Velocity)> {
-        self.count(cond)?;
-        self.count(uncond)?;
-        self.denoiser.velocity.velocity_pair(cond, uncond)
+        let slot = lock(self.slot);
+        self.count(slot.model(), cond)?;
+        self.count(slot.model(), uncond)?;
+        slot.model().velocity_pair(cond, uncond)
     }
 }
 

@@ -1,7 +1,7 @@
-//! Engines whose weights are generated rather than read: the embedded demo (tiny configs,
-//! seeded host-side draws, the same model on every machine) and the benchmark engine (the real
-//! configs, drawn by the device's own generator). Both describe their components as a
-//! [`Blueprint`] and build it here, through the components' normal loaders.
+//! Models whose weights are generated rather than read: the embedded demo (tiny configs,
+//! seeded host-side draws, the same model on every machine) and the benchmark models (the real
+//! configs, drawn by the device's own generator). Both describe their models as a [`Blueprint`]
+//! and build them here, through the models' normal loaders.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -9,14 +9,14 @@ use candle_nn::VarBuilder;
 use cadence_codec::{Oobleck, OobleckConfig, TurboConfig, TurboVaed, WanConfig, WanVae};
 use cadence_core::{RandomWeights, Result, TensorSpec, WeightSource};
 use cadence_model::weights::expected_tensors;
-use cadence_model::{DitConfig, DitModel, DitVariant};
+use cadence_model::{DitConfig, DitModel, DitVariant, LoadOptions};
 use cadence_text::{
     PromptEncoder, TextEncoder, TextEncoderConfig, Tokenizer, WeightsIdentity, ENCODER_PREFIX,
 };
 
-use super::flops::Denoiser;
-use super::{Engine, EngineOptions, TextSource, VideoDecoder};
-use crate::sampler::SamplerConfig;
+use super::builder::{codec_memory, Codecs, Configs, VideoDecoderModel};
+use crate::dit_velocity::DitVelocity;
+use crate::memory::CodecMemory;
 
 /// Where the random values come from.
 #[derive(Debug, Clone)]
@@ -24,8 +24,8 @@ pub(super) enum Draw {
     /// A pure function of the seed, drawn on the host: reproducible everywhere (the demo).
     Seeded(u64),
     /// The given device's generator: fast at the real sizes (15B values on a GPU in about a
-    /// second), not reproducible. A component that runs elsewhere (a text encoder on the CPU)
-    /// is drawn here and copied.
+    /// second), not reproducible. A model placed elsewhere (parked in host memory) is drawn
+    /// here and copied.
     OnDevice(Device),
 }
 
@@ -38,15 +38,14 @@ pub(super) enum DecoderPlan {
     Wan,
 }
 
-/// Every component of an engine, as configurations.
+/// Every model of an engine, as configurations.
 #[derive(Debug, Clone)]
 pub(super) struct Blueprint {
-    /// The text encoder (always resident: there is no file to re-read per generation).
+    /// The text encoder.
     pub(super) text: TextEncoderConfig,
     /// The tokenizer's `tokenizer.json`.
     pub(super) tokenizer_json: String,
-    /// Names the generated text weights (keys the negative-prompt cache, which generated
-    /// engines do not use, and shows in errors).
+    /// Names the generated text weights (shown in errors; keys the prompt cache).
     pub(super) text_identity: &'static str,
     /// The base-stage DiT.
     pub(super) dit: (DitConfig, DitVariant),
@@ -58,12 +57,12 @@ pub(super) struct Blueprint {
     pub(super) wan: Option<WanConfig>,
     /// The audio VAE.
     pub(super) oobleck: OobleckConfig,
-    /// The sampling recipe.
-    pub(super) sampler: SamplerConfig,
+    /// How the values are drawn.
+    pub(super) draw: Draw,
 }
 
-/// Each component draws from its own stream (seed offset), fixed so the demo never changes.
-mod component {
+/// Each model draws from its own stream (seed offset), fixed so the demo never changes.
+mod stream {
     pub const TEXT: u64 = 0;
     pub const DIT: u64 = 1;
     pub const SR_DIT: u64 = 2;
@@ -73,63 +72,49 @@ mod component {
 }
 
 impl Blueprint {
-    /// Builds every component on the devices of `options`: the DiTs and the video codecs in
-    /// `options.dtype`, the text encoder in `options.dtype` on `options.text_device`, the audio
-    /// VAE in f32 (as in production).
-    pub(super) fn build(self, options: EngineOptions, draw: &Draw, demo: bool) -> Result<Engine> {
-        let device = options.device.clone();
-        let dtype = options.dtype;
-        let dit_options = options.dit_load_options();
-        let source = |specs: &[TensorSpec], prefix: &str, component: u64| Generated {
-            random: match draw {
-                Draw::Seeded(seed) => RandomWeights::seeded(specs, prefix, seed + component),
+    /// The weights of the tensors `specs` (keys under `prefix`) from stream `offset`.
+    fn source(&self, specs: &[TensorSpec], prefix: &str, offset: u64) -> Generated {
+        Generated {
+            random: match &self.draw {
+                Draw::Seeded(seed) => RandomWeights::seeded(specs, prefix, seed + offset),
                 Draw::OnDevice(_) => RandomWeights::on_device(specs, prefix),
             },
-            draw_on: match draw {
+            draw_on: match &self.draw {
                 Draw::Seeded(_) => None,
                 Draw::OnDevice(d) => Some(d.clone()),
             },
-        };
+        }
+    }
 
-        let text = PromptEncoder::new(
-            Tokenizer::from_json(&self.tokenizer_json)?,
-            TextEncoder::from_source(
-                &source(&self.text.tensor_specs(), ENCODER_PREFIX, component::TEXT),
-                WeightsIdentity::named(self.text_identity),
-                &self.text,
-                dtype,
-                &options.text_device,
-            )?,
-        );
-        let dit_model = |(config, variant): (DitConfig, DitVariant), component| -> Result<_> {
-            let weights = source(&expected_tensors(&config), "", component);
-            let model = DitModel::load_with(&weights, config, &dit_options, &device)?;
-            Ok(Denoiser::new(model, variant))
-        };
-        let dit = dit_model(self.dit, component::DIT)?;
-        let sr_dit = self
-            .sr
-            .map(|sr| dit_model(sr, component::SR_DIT))
-            .transpose()?;
+    /// The configurations, for the memory plan.
+    pub(super) fn configs(&self) -> Configs {
+        Configs {
+            text: self.text.clone(),
+            base: self.dit.0.clone(),
+            sr: self.sr.as_ref().map(|(c, _)| c.clone()),
+        }
+    }
 
+    /// The codecs, on `device` in `dtype` (the audio VAE in f32, as in production).
+    pub(super) fn codecs(&self, dtype: DType, device: &Device) -> Result<Codecs> {
         let in_memory =
-            |specs: Vec<TensorSpec>, dtype: DType, component| -> Result<VarBuilder<'static>> {
-                let tensors = source(&specs, "", component).tensors(dtype, &device)?;
-                Ok(VarBuilder::from_tensors(tensors, dtype, &device))
+            |specs: Vec<TensorSpec>, dtype: DType, offset| -> Result<VarBuilder<'static>> {
+                let tensors = self.source(&specs, "", offset).tensors(dtype, device)?;
+                Ok(VarBuilder::from_tensors(tensors, dtype, device))
             };
         let video_decoder = match &self.decoder {
-            DecoderPlan::Turbo(config) => VideoDecoder::Turbo(Box::new(TurboVaed::new(
-                &in_memory(TurboVaed::tensor_specs(config)?, dtype, component::TURBO)?,
+            DecoderPlan::Turbo(config) => VideoDecoderModel::Turbo(Box::new(TurboVaed::new(
+                &in_memory(TurboVaed::tensor_specs(config)?, dtype, stream::TURBO)?,
                 config,
             )?)),
-            DecoderPlan::Wan => VideoDecoder::Wan,
+            DecoderPlan::Wan => VideoDecoderModel::Wan,
         };
         let wan = self
             .wan
             .as_ref()
             .map(|config| {
                 WanVae::new(
-                    &in_memory(WanVae::tensor_specs(config)?, dtype, component::WAN)?,
+                    &in_memory(WanVae::tensor_specs(config)?, dtype, stream::WAN)?,
                     config,
                 )
             })
@@ -138,23 +123,70 @@ impl Blueprint {
             &in_memory(
                 Oobleck::tensor_specs(&self.oobleck)?,
                 DType::F32,
-                component::AUDIO,
+                stream::AUDIO,
             )?,
             &self.oobleck,
         )?;
-
-        Ok(Engine {
-            options,
-            text: TextSource::Resident(Box::new(text)),
-            negative_cache: None,
-            sampler: self.sampler,
-            dit,
-            sr_dit,
+        Codecs::new(
             video_decoder,
+            self.decoder_config(),
             wan,
+            self.wan.clone(),
             audio_vae,
-            demo,
+            &self.oobleck,
+            dtype,
+        )
+    }
+
+    /// The codecs' memory, without building them.
+    pub(super) fn codec_memory(&self, dtype: DType) -> Result<CodecMemory> {
+        codec_memory(
+            self.decoder_config().as_ref(),
+            self.wan.as_ref(),
+            &self.oobleck,
+            dtype,
+        )
+    }
+
+    fn decoder_config(&self) -> Option<TurboConfig> {
+        match &self.decoder {
+            DecoderPlan::Turbo(c) => Some(c.clone()),
+            DecoderPlan::Wan => None,
+        }
+    }
+
+    /// The text encoder and tokenizer, on `device` in `dtype`.
+    pub(super) fn text(&self, dtype: DType, device: &Device) -> Result<PromptEncoder> {
+        Ok(PromptEncoder::new(
+            Tokenizer::from_json(&self.tokenizer_json)?,
+            TextEncoder::from_source(
+                &self.source(&self.text.tensor_specs(), ENCODER_PREFIX, stream::TEXT),
+                WeightsIdentity::named(self.text_identity),
+                &self.text,
+                dtype,
+                device,
+            )?,
+        ))
+    }
+
+    /// The base DiT (`sr` false) or the super-resolution one, on `device`.
+    pub(super) fn dit(
+        &self,
+        sr: bool,
+        options: &LoadOptions,
+        device: &Device,
+    ) -> Result<Option<DitVelocity>> {
+        let (spec, offset) = if sr {
+            (self.sr.as_ref(), stream::SR_DIT)
+        } else {
+            (Some(&self.dit), stream::DIT)
+        };
+        spec.map(|(config, variant)| {
+            let weights = self.source(&expected_tensors(config), "", offset);
+            let model = DitModel::load_with(&weights, config.clone(), options, device)?;
+            Ok(DitVelocity::new(model, *variant))
         })
+        .transpose()
     }
 }
 

@@ -1,18 +1,19 @@
-//! Building an [`Engine`] from installed weights.
+//! Loading the models of a mode from checkpoint folders ([`ModelDirs`]).
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::Path;
 
-use cadence_codec::{Oobleck, TurboVaed, WanConfig, WanVae};
-use cadence_core::{Error, Result};
-use cadence_model::{DitModel, DitVariant};
-use cadence_text::{NegativePromptCache, PromptEncoder, TextEncoder, Tokenizer};
-use cadence_weights::modes::ids;
-use cadence_weights::{Manifest, Mode, VideoDecoder as DecoderChoice, WeightsRoot};
+use candle_core::{DType, Device};
 
-use super::flops::Denoiser;
-use super::{Engine, EngineOptions, Progress, StageKind, TextSource, VideoDecoder};
-use crate::sampler::SrStage;
+use cadence_codec::{Oobleck, OobleckConfig, TurboConfig, TurboVaed, WanConfig, WanVae};
+use cadence_core::Result;
+use cadence_model::dit::CONFIG_FILE;
+use cadence_model::{DitConfig, DitModel, DitVariant, LoadOptions};
+use cadence_text::{PromptEncoder, TextEncoder, TextEncoderConfig, Tokenizer};
+
+use super::builder::{codec_memory, Codecs, Configs, VideoDecoderModel};
+use crate::dit_velocity::DitVelocity;
+use crate::memory::CodecMemory;
+use crate::models::{ids, Mode, ModelDirs, VideoDecoder};
 
 /// File names inside the component folders (as `weights.toml` lists them).
 const TURBO_CHECKPOINT: &str = "checkpoint-340000.ckpt";
@@ -21,131 +22,145 @@ const WAN_CHECKPOINT: &str = "Wan2.2_VAE.pth";
 const AUDIO_CHECKPOINT: &str = "model.safetensors";
 const AUDIO_CONFIG: &str = "model_config.json";
 
-/// Loads a tokenizer and text encoder from a T5Gemma folder.
-pub(super) fn prompt_encoder(dir: &Path, options: &EngineOptions) -> Result<PromptEncoder> {
-    Ok(PromptEncoder::new(
-        Tokenizer::from_dir(dir)?,
-        TextEncoder::open(dir, options.dtype, &options.text_device)?,
-    ))
+/// The component folders of one mode, checked to be all there.
+pub(super) struct Folders<'a> {
+    dirs: &'a ModelDirs,
+    mode: Mode,
 }
 
-impl Engine {
-    /// Loads everything `mode` needs from `root` (a weights directory and/or the Hugging Face
-    /// cache). A component that is not installed is an [`Error::MissingWeights`] naming it and
-    /// the `cadence fetch` command that installs it.
-    pub fn load(
-        root: &WeightsRoot,
-        manifest: &Manifest,
-        mode: &Mode,
-        options: EngineOptions,
-        progress: &mut dyn Progress,
-    ) -> Result<Self> {
-        progress.stage_started(StageKind::LoadModels, Some(mode.components().len() as u64));
-        let start = Instant::now();
-        // Locate everything before reading any weights, so a missing piece fails fast.
-        let dirs: Vec<(&str, PathBuf)> = mode
-            .components()
-            .into_iter()
-            .map(|id| Ok((id, locate(root, manifest, mode, id)?)))
-            .collect::<Result<_>>()?;
-        let dir = |id: &str| -> Result<&Path> {
-            dirs.iter()
-                .find(|(i, _)| *i == id)
-                .map(|(_, d)| d.as_path())
-                .ok_or_else(|| Error::Config(format!("component {id} is not part of mode {mode}")))
-        };
-        let step = |progress: &mut dyn Progress| progress.advance(StageKind::LoadModels, 1);
-        let (dev, dtype) = (&options.device, options.dtype);
-        let dit_options = options.dit_load_options();
+impl<'a> Folders<'a> {
+    pub(super) fn new(dirs: &'a ModelDirs, mode: Mode) -> Result<Self> {
+        dirs.require(&mode)?;
+        Ok(Self { dirs, mode })
+    }
 
-        let text = if options.keep_text_encoder {
-            TextSource::Resident(Box::new(prompt_encoder(dir(ids::T5GEMMA)?, &options)?))
+    fn dir(&self, id: &str) -> Result<&Path> {
+        self.dirs.get(id, &self.mode)
+    }
+
+    fn sr_variant(&self) -> Option<DitVariant> {
+        self.mode.resolution.sr_variant()
+    }
+
+    /// The models' configurations, read from their folders (presets where a folder has none).
+    pub(super) fn configs(&self) -> Result<Configs> {
+        let text_config = self.dir(ids::T5GEMMA)?.join("config.json");
+        let text = if text_config.is_file() {
+            TextEncoderConfig::from_file(&text_config)?
         } else {
-            TextSource::OnDisk(dir(ids::T5GEMMA)?.to_path_buf())
+            TextEncoderConfig::t5gemma_9b()
         };
-        step(progress);
+        let dit_config = |variant: DitVariant| -> Result<DitConfig> {
+            let path = self.dir(component(variant))?.join(CONFIG_FILE);
+            if path.is_file() {
+                DitConfig::from_json_file(&path)
+            } else {
+                Ok(variant.config())
+            }
+        };
+        Ok(Configs {
+            text,
+            base: dit_config(self.mode.dit.variant())?,
+            sr: self.sr_variant().map(dit_config).transpose()?,
+        })
+    }
 
-        let (variant, mut sampler) = super::base_stage(mode.dit);
-        let dit = Denoiser::new(
-            DitModel::load_dir_with(dir(component_id(variant))?, variant, &dit_options, dev)?,
-            variant,
-        );
-        step(progress);
+    /// The codecs' memory from their configurations, without loading them.
+    pub(super) fn codec_memory(&self, dtype: DType) -> Result<CodecMemory> {
+        let turbo = match self.mode.video_decoder {
+            VideoDecoder::Turbo => Some(TurboConfig::from_file(
+                self.dir(ids::TURBO_VAE)?.join(TURBO_CONFIG),
+            )?),
+            VideoDecoder::Wan => None,
+        };
+        let wan = self.mode.needs_wan().then(WanConfig::wan22_ti2v_5b);
+        let audio =
+            OobleckConfig::from_model_config(self.dir(ids::STABLE_AUDIO)?.join(AUDIO_CONFIG))?;
+        codec_memory(turbo.as_ref(), wan.as_ref(), &audio, dtype)
+    }
 
-        let sr_dit = super::super_resolution_stage(mode.resolution)
-            .map(|variant| -> Result<Denoiser> {
-                sampler = sampler.clone().with_sr(SrStage::default());
-                let model = DitModel::load_dir_with(
-                    dir(component_id(variant))?,
-                    variant,
-                    &dit_options,
-                    dev,
-                )?;
-                step(progress);
-                Ok(Denoiser::new(model, variant))
+    /// The codecs, on `device` in `dtype` (the audio VAE in f32, as in production).
+    pub(super) fn codecs(&self, dtype: DType, device: &Device) -> Result<Codecs> {
+        let wan_config = self.mode.needs_wan().then(WanConfig::wan22_ti2v_5b);
+        let wan = wan_config
+            .as_ref()
+            .map(|c| {
+                WanVae::load(
+                    self.dir(ids::WAN_VAE)?.join(WAN_CHECKPOINT),
+                    c,
+                    dtype,
+                    device,
+                )
             })
             .transpose()?;
-
-        let wan = if mode.image || mode.video_decoder == DecoderChoice::Wan {
-            let wan = WanVae::load(
-                dir(ids::WAN_VAE)?.join(WAN_CHECKPOINT),
-                &WanConfig::wan22_ti2v_5b(),
-                dtype,
-                dev,
-            )?;
-            step(progress);
-            Some(wan)
-        } else {
-            None
-        };
-        let video_decoder = match mode.video_decoder {
-            DecoderChoice::Turbo => {
-                let d = dir(ids::TURBO_VAE)?;
-                let turbo =
-                    TurboVaed::load(d.join(TURBO_CHECKPOINT), d.join(TURBO_CONFIG), dtype, dev)?;
-                step(progress);
-                VideoDecoder::Turbo(Box::new(turbo))
+        let (video_decoder, turbo_config) = match self.mode.video_decoder {
+            VideoDecoder::Turbo => {
+                let d = self.dir(ids::TURBO_VAE)?;
+                let config = TurboConfig::from_file(d.join(TURBO_CONFIG))?;
+                let turbo = TurboVaed::load(
+                    d.join(TURBO_CHECKPOINT),
+                    d.join(TURBO_CONFIG),
+                    dtype,
+                    device,
+                )?;
+                (VideoDecoderModel::Turbo(Box::new(turbo)), Some(config))
             }
-            DecoderChoice::Wan => VideoDecoder::Wan,
+            VideoDecoder::Wan => (VideoDecoderModel::Wan, None),
         };
-        let audio = dir(ids::STABLE_AUDIO)?;
-        let audio_vae = Oobleck::load(audio.join(AUDIO_CHECKPOINT), audio.join(AUDIO_CONFIG), dev)?;
-        step(progress);
-        progress.stage_finished(StageKind::LoadModels, start.elapsed());
-
-        Ok(Self {
-            options,
-            text,
-            negative_cache: NegativePromptCache::default_dir().map(NegativePromptCache::new),
-            sampler,
-            dit,
-            sr_dit,
+        let audio = self.dir(ids::STABLE_AUDIO)?;
+        let audio_config = OobleckConfig::from_model_config(audio.join(AUDIO_CONFIG))?;
+        let audio_vae = Oobleck::load(
+            audio.join(AUDIO_CHECKPOINT),
+            audio.join(AUDIO_CONFIG),
+            device,
+        )?;
+        Codecs::new(
             video_decoder,
+            turbo_config,
             wan,
+            wan_config,
             audio_vae,
-            demo: false,
-        })
+            &audio_config,
+            dtype,
+        )
+    }
+
+    /// The tokenizer and text encoder, on `device` in `dtype`.
+    pub(super) fn text(&self, dtype: DType, device: &Device) -> Result<PromptEncoder> {
+        let dir = self.dir(ids::T5GEMMA)?;
+        Ok(PromptEncoder::new(
+            Tokenizer::from_dir(dir)?,
+            TextEncoder::open(dir, dtype, device)?,
+        ))
+    }
+
+    /// The base DiT (`sr` false) or the super-resolution one, on `device`.
+    pub(super) fn dit(
+        &self,
+        sr: bool,
+        options: &LoadOptions,
+        device: &Device,
+    ) -> Result<Option<DitVelocity>> {
+        let variant = if sr {
+            self.sr_variant()
+        } else {
+            Some(self.mode.dit.variant())
+        };
+        variant
+            .map(|v| {
+                let model = DitModel::load_dir_with(self.dir(component(v))?, v, options, device)?;
+                Ok(DitVelocity::new(model, v))
+            })
+            .transpose()
     }
 }
 
-/// The `weights.toml` component holding a DiT variant.
-fn component_id(variant: DitVariant) -> &'static str {
+/// The component holding a DiT variant.
+fn component(variant: DitVariant) -> &'static str {
     match variant {
         DitVariant::Base => ids::BASE,
         DitVariant::Distilled => ids::DISTILL,
         DitVariant::Sr540p => ids::SR_540P,
         DitVariant::Sr1080p => ids::SR_1080P,
     }
-}
-
-/// The folder of component `id`, or the error that says how to install it.
-fn locate(root: &WeightsRoot, manifest: &Manifest, mode: &Mode, id: &str) -> Result<PathBuf> {
-    let component = manifest.get(id).map_err(|e| Error::Config(e.to_string()))?;
-    root.component_dir(component)
-        .map(|located| located.dir)
-        .map_err(|e| {
-            Error::MissingWeights(format!(
-                "{e} ({mode} needs it; `cadence fetch` downloads what a mode needs)"
-            ))
-        })
 }

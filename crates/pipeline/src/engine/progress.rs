@@ -5,11 +5,13 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
-use cadence_core::Result;
 pub use cadence_core::CancelToken;
+use cadence_core::Result;
 
 use super::flops::DitWork;
+use super::placement::StageResidency;
 use super::sink::ClipInfo;
+use crate::memory::MemoryPlan;
 
 /// The stages of a generation, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,6 +105,11 @@ pub struct GenerationReport {
     pub denoise: Vec<DenoiseStats>,
     /// The text encoder's work.
     pub text: TextStats,
+    /// The memory plan the request ran under.
+    pub plan: MemoryPlan,
+    /// What was on the device in each stage, measured from the models (checked against
+    /// `plan` by the tests).
+    pub residency: Vec<StageResidency>,
 }
 
 /// One denoising stage in detail.

@@ -30,6 +30,11 @@ impl ClipInfo {
     pub fn seconds(&self) -> f64 {
         self.frames as f64 / self.fps as f64
     }
+
+    /// Interleaved audio samples of exactly the video's duration.
+    pub fn audio_samples(&self) -> usize {
+        self.frames * self.sample_rate as usize / self.fps as usize * self.channels as usize
+    }
 }
 
 /// Receives a clip as it is produced: [`ClipSink::start`] once, then frames (in order) and

@@ -1,9 +1,19 @@
 //! The engine's report on the demo model: per-step times and the work counted per stage.
 
-use cadence_weights::Dit;
-
-use super::{Engine, StageKind};
+use super::{Engine, EngineBuilder, StageKind};
+use crate::models::{BaseModel, Mode, Resolution};
 use crate::GenerationRequest;
+
+fn demo(dit: BaseModel, resolution: Resolution) -> Engine {
+    EngineBuilder::demo()
+        .mode(Mode {
+            dit,
+            resolution,
+            ..Mode::distilled_t2v()
+        })
+        .build(&mut ())
+        .unwrap()
+}
 
 fn small_request(prompt: &str) -> GenerationRequest {
     let mut request = GenerationRequest::new(prompt);
@@ -13,7 +23,7 @@ fn small_request(prompt: &str) -> GenerationRequest {
 
 #[test]
 fn each_step_is_timed_and_each_forward_counted() {
-    let engine = Engine::demo(Dit::Distill).unwrap();
+    let engine = demo(BaseModel::Distilled, Resolution::P256);
     let steps = engine.sampler_config().base.num_steps;
     let (_, report) = engine.generate_clip(&small_request("abc")).unwrap();
 
@@ -50,7 +60,7 @@ fn each_step_is_timed_and_each_forward_counted() {
 
 #[test]
 fn guided_and_super_resolution_stages_are_reported_separately() {
-    let mut engine = Engine::demo(Dit::Base).unwrap();
+    let mut engine = demo(BaseModel::Base, Resolution::P540);
     engine.set_base_steps(2).unwrap();
     let mut request = small_request("abc");
     (request.sr_width, request.sr_height) = (Some(128), Some(96));
@@ -74,4 +84,25 @@ fn guided_and_super_resolution_stages_are_reported_separately() {
     assert!(base.work.tokens > report.text.tokens[0]);
     // The prompt and the negative prompt both went through the encoder.
     assert_eq!(report.text.tokens.len(), 2);
+}
+
+#[test]
+fn the_soundtrack_leaves_headroom_and_the_demo_noise_is_quiet() {
+    let engine = demo(BaseModel::Distilled, Resolution::P256);
+    let (clip, report) = engine.generate_clip(&small_request("loud")).unwrap();
+    assert_eq!(clip.audio.len(), report.info.audio_samples());
+    let peak = clip.audio.iter().fold(0f32, |m, s| m.max(s.abs()));
+    assert!(peak <= super::PEAK, "peak {peak}");
+    for c in 0..2 {
+        let channel: Vec<f32> = clip.audio.iter().skip(c).step_by(2).copied().collect();
+        let n = channel.len() as f32;
+        let mean = channel.iter().sum::<f32>() / n;
+        let rms = (channel.iter().map(|s| s * s).sum::<f32>() / n).sqrt();
+        assert!(mean.abs() < 1e-3, "channel {c}: DC {mean}");
+        assert!((0.05..0.15).contains(&rms), "channel {c}: RMS {rms}");
+    }
+    let mut loud = vec![2.0, -4.0, 1.0, 0.5];
+    super::leave_headroom(&mut loud);
+    assert_eq!(loud.iter().fold(0f32, |m, s| m.max(s.abs())), super::PEAK);
+    assert!((loud[0] / loud[2] - 2.0).abs() < 1e-6, "a gain, not a clip");
 }
