@@ -37,8 +37,9 @@
 //! | 8 | FP8 | streamed | host |
 //!
 //! A precision the user forces ([`PrecisionChoice`]) keeps the same placements in that
-//! precision; an explicit [`Offload`] keeps only its placements. Every stage adds [`RESERVE`]
-//! for the CUDA context, library workspaces and the caching allocator's slack.
+//! precision; an explicit [`Offload`] keeps only its placements. Every stage adds a reserve
+//! ([`RESERVE`] on a GPU: the CUDA context, library workspaces and the caching allocator's
+//! slack; [`HOST_RESERVE`] on the CPU).
 //!
 //! # Sizes
 //!
@@ -67,10 +68,14 @@ use crate::shapes::{LatentShapes, LatentSize, AUDIO_CHANNELS, PATCH, VIDEO_CHANN
 /// One gigabyte (10⁹ bytes), the unit of `--max-memory` and of the tables.
 pub const GB: u64 = 1_000_000_000;
 
-/// Device memory held back from every stage: the CUDA context (about 0.5 GB on an H100), the
+/// GPU memory held back from every stage: the CUDA context (about 0.5 GB on an H100), the
 /// cuBLAS/cuBLASLt workspaces, the kernels' modules and the caching allocator's slack. An
 /// estimate until the benchmark harness measures it.
 pub const RESERVE: u64 = 2 * GB;
+
+/// Host memory held back from every stage of a CPU engine (the allocator's slack; no CUDA
+/// context).
+pub const HOST_RESERVE: u64 = GB / 4;
 
 /// Names of the weight parts of a stage (the placement ledger uses the same names).
 pub mod part {
@@ -240,6 +245,8 @@ pub struct MemoryModels {
     pub compute: DType,
     /// The codecs.
     pub codecs: CodecMemory,
+    /// Memory held back from every stage ([`RESERVE`] on a GPU, [`HOST_RESERVE`] on the CPU).
+    pub reserve: u64,
 }
 
 /// What the plan needs of the codecs.
@@ -280,6 +287,7 @@ impl MemoryModels {
                 dtype_bytes: 2,
                 audio_channels: 128,
             },
+            reserve: RESERVE,
         }
     }
 
@@ -603,7 +611,7 @@ pub fn arrange(
     let stages = stage_list
         .into_iter()
         .map(|stage| {
-            let mut parts = vec![("reserve", RESERVE)];
+            let mut parts = vec![("reserve", models.reserve)];
             let mut weight = |name, bytes| {
                 if bytes > 0 {
                     parts.push((name, bytes));

@@ -22,7 +22,7 @@ use super::prompt_cache::PromptCache;
 use super::{Engine, Progress, StageKind};
 use crate::memory::{
     plan_memory, CodecMemory, MemoryBudget, MemoryJob, MemoryModels, MemoryPlan, Offload,
-    Placement, PrecisionChoice,
+    Placement, PrecisionChoice, HOST_RESERVE, RESERVE,
 };
 use crate::models::{Mode, ModelDirs};
 use crate::request::{GenerationRequest, Limits};
@@ -385,6 +385,11 @@ impl Configs {
             sr: self.sr.clone(),
             compute: dtype,
             codecs,
+            reserve: if dtype == DType::F32 {
+                HOST_RESERVE
+            } else {
+                RESERVE
+            },
         }
     }
 }
