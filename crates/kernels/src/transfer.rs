@@ -172,16 +172,20 @@ impl<L: TensorTree> LayerStack<L> {
         Ok(Self::resident(layers?))
     }
 
-    /// The same layers parked in host memory, streamed to `device` when run.
-    pub fn streamed_to(&self, device: &Device) -> Result<Self> {
-        let layers: Result<Vec<Parked<L>>> = match &self.holding {
-            Holding::Resident(l) => l.iter().map(|l| Parked::park(l, device)).collect(),
+    /// The same layers parked in host memory, streamed to `device` when run. Each layer is
+    /// freed from its device as soon as its host copy exists, so parking a model needs one
+    /// layer of headroom, not a second model.
+    pub fn into_streamed(self, device: &Device) -> Result<Self> {
+        let layers = match self.holding {
+            Holding::Resident(layers) => layers
+                .into_iter()
+                .map(|l| Parked::park(&l, device))
+                .collect::<Result<Vec<_>>>()?,
             Holding::Streamed { layers, .. } => layers
                 .iter()
                 .map(|p| Parked::park(&p.upload(&Device::Cpu)?, device))
-                .collect(),
+                .collect::<Result<Vec<_>>>()?,
         };
-        let layers = layers?;
         Ok(Self {
             holding: Holding::Streamed {
                 layers,
@@ -413,7 +417,7 @@ mod tests {
     #[test]
     fn streamed_layers_compute_what_resident_ones_do() {
         let resident = stack(6);
-        let streamed = resident.streamed_to(&Device::Cpu).unwrap();
+        let streamed = stack(6).into_streamed(&Device::Cpu).unwrap();
         assert!(streamed.is_streamed() && streamed.resident_bytes() == 0);
         assert_eq!(streamed.host_bytes(), resident.resident_bytes());
         assert_eq!(run(&streamed), run(&resident));
@@ -426,7 +430,7 @@ mod tests {
     fn the_stream_holds_at_most_the_lookahead() {
         let resident = stack(6);
         let per_layer = resident.resident_bytes() / 6;
-        let streamed = resident.streamed_to(&Device::Cpu).unwrap();
+        let streamed = stack(6).into_streamed(&Device::Cpu).unwrap();
         run(&streamed);
         assert_eq!(
             streamed.take_peak_streamed(),
@@ -434,7 +438,7 @@ mod tests {
         );
         assert_eq!(streamed.take_peak_streamed(), 0, "the peak resets");
         // A stack shorter than the lookahead holds all of itself.
-        let short = stack(2).streamed_to(&Device::Cpu).unwrap();
+        let short = stack(2).into_streamed(&Device::Cpu).unwrap();
         run(&short);
         assert_eq!(short.take_peak_streamed(), 2 * per_layer);
     }

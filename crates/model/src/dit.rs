@@ -222,8 +222,10 @@ impl DitModel {
 
     /// The same model computing on `device` with its layers parked in host memory and streamed
     /// to `device` a few layers ahead of use; the embedders and heads stay on `device`.
-    pub fn streamed_to(&self, device: &Device) -> Result<Self> {
-        self.rebuilt(device, self.layers.streamed_to(device)?)
+    pub fn into_streamed(self, device: &Device) -> Result<Self> {
+        let mut model = self.rebuilt(device, LayerStack::resident(Vec::new()))?;
+        model.layers = self.layers.into_streamed(device)?;
+        Ok(model)
     }
 
     /// Bytes of weights held on the model's device while it is idle (with streamed layers, only
@@ -407,7 +409,7 @@ mod tests {
     fn streamed_and_moved_models_compute_the_same_velocities() {
         let (model, inputs) = tiny();
         let resident = velocity(&model, &inputs);
-        let streamed = model.streamed_to(&Device::Cpu).unwrap();
+        let streamed = tiny().0.into_streamed(&Device::Cpu).unwrap();
         assert_eq!(velocity(&streamed, &inputs), resident);
         assert_eq!(
             streamed.device_bytes() + streamed.host_bytes(),

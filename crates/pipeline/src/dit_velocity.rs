@@ -32,6 +32,14 @@ impl DitVelocity {
         &self.packing
     }
 
+    /// The same packing around `f(model)`, consuming this one.
+    pub fn into_map_model(self, f: impl FnOnce(DitModel) -> Result<DitModel>) -> Result<Self> {
+        Ok(Self {
+            model: f(self.model)?,
+            packing: self.packing,
+        })
+    }
+
     /// The same packing around `f(model)` (the model moved elsewhere, for instance).
     pub fn map_model(&self, f: impl FnOnce(&DitModel) -> Result<DitModel>) -> Result<Self> {
         Ok(Self {

@@ -159,12 +159,14 @@ impl TextEncoder {
 
     /// The same encoder computing on `device` with its layers and its embedding table in host
     /// memory; the layers are streamed to `device` a few ahead of use.
-    pub fn streamed_to(&self, device: &Device) -> Result<Self> {
-        self.rebuilt(
+    pub fn into_streamed(self, device: &Device) -> Result<Self> {
+        let mut encoder = self.rebuilt(
             device,
             self.embed_tokens.to_device(&Device::Cpu)?,
-            self.layers.streamed_to(device)?,
-        )
+            LayerStack::resident(Vec::new()),
+        )?;
+        encoder.layers = self.layers.into_streamed(device)?;
+        Ok(encoder)
     }
 
     fn rebuilt(
@@ -324,7 +326,16 @@ mod tests {
         let total = encoder.device_bytes();
         let predicted = cfg.held_bytes(DType::F32);
         assert_eq!(total, predicted.total());
-        let streamed = encoder.streamed_to(&Device::Cpu).unwrap();
+        let streamed = TextEncoder::from_source(
+            &weights,
+            WeightsIdentity::named("test"),
+            &cfg,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap()
+        .into_streamed(&Device::Cpu)
+        .unwrap();
         assert_eq!(out(&streamed), out(&encoder));
         assert_eq!(streamed.device_bytes() + streamed.host_bytes(), total);
         assert_eq!(streamed.device_bytes(), predicted.final_norm);

@@ -130,6 +130,18 @@ impl PromptEncoder {
         })
     }
 
+    /// The same tokenizer with `f(encoder)` as the encoder, consuming this one (the encoder's
+    /// memory can be reused on the way).
+    pub fn into_map_encoder(
+        self,
+        f: impl FnOnce(TextEncoder) -> Result<TextEncoder>,
+    ) -> Result<Self> {
+        Ok(Self {
+            encoder: f(self.encoder)?,
+            ..self
+        })
+    }
+
     /// Takes the pair apart (to drop the encoder and keep the tokenizer, for instance).
     pub fn into_parts(self) -> (Tokenizer, TextEncoder) {
         (self.tokenizer, self.encoder)

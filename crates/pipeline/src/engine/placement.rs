@@ -18,8 +18,9 @@ use crate::memory::{MemoryStage, Placement};
 pub(super) trait Placeable: Sized {
     /// The same model with every weight on `device`.
     fn to_device(&self, device: &Device) -> Result<Self>;
-    /// The same model computing on `device`, its layers parked in host memory and streamed.
-    fn streamed_to(&self, device: &Device) -> Result<Self>;
+    /// The same model computing on `device`, its layers parked in host memory and streamed;
+    /// each layer leaves its old place once parked.
+    fn into_streamed(self, device: &Device) -> Result<Self>;
     /// Bytes it holds on its device while idle.
     fn device_bytes(&self) -> u64;
     /// The most bytes of streamed layers it held on the device at once since the last call.
@@ -31,8 +32,8 @@ impl Placeable for DitVelocity {
         self.map_model(|m| m.to_device(device))
     }
 
-    fn streamed_to(&self, device: &Device) -> Result<Self> {
-        self.map_model(|m| m.streamed_to(device))
+    fn into_streamed(self, device: &Device) -> Result<Self> {
+        self.into_map_model(|m| m.into_streamed(device))
     }
 
     fn device_bytes(&self) -> u64 {
@@ -49,8 +50,8 @@ impl Placeable for PromptEncoder {
         self.map_encoder(|e| e.to_device(device))
     }
 
-    fn streamed_to(&self, device: &Device) -> Result<Self> {
-        self.map_encoder(|e| e.streamed_to(device))
+    fn into_streamed(self, device: &Device) -> Result<Self> {
+        self.into_map_encoder(|e| e.into_streamed(device))
     }
 
     fn device_bytes(&self) -> u64 {
@@ -78,7 +79,7 @@ impl<M: Placeable> Slot<M> {
     pub(super) fn new(model: M, placement: Placement, device: &Device) -> Result<Self> {
         let home = match placement {
             Placement::Resident => model.to_device(device)?,
-            Placement::Visiting | Placement::Streamed => model.streamed_to(device)?,
+            Placement::Visiting | Placement::Streamed => model.into_streamed(device)?,
             Placement::Host => model.to_device(&Device::Cpu)?,
         };
         Ok(Self {
