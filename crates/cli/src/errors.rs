@@ -59,7 +59,7 @@ Exit codes:
   4    bad input: prompt, image, audio, size, output path
   5    device: no GPU, a build without CUDA, out of memory
   6    download failed (network, gated model access, token)
-  130  interrupted (Ctrl-C); no partial output is left behind";
+  130  interrupted (Ctrl-C, SIGTERM or SIGHUP); no partial output is left behind";
 
 /// A failure ready to print: `error: <message>`, then exit with `kind`'s code.
 #[derive(Debug)]
