@@ -66,6 +66,8 @@ pub enum Command {
     /// Time clips stage by stage: seconds, GPU memory, achieved TFLOP/s.
     #[command(after_help = BENCH_HELP)]
     Bench(BenchArgs),
+    /// Serve the OpenAI Videos API, a web page and a job queue (one GPU to a fleet).
+    Serve(cadence_serve::ServeArgs),
 }
 
 const GENERATE_HELP: &str = "\
