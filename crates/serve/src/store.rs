@@ -450,7 +450,9 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// Takes the oldest queued job of one of `models`, holding it until `lease_until`.
+    /// Takes the oldest queued job of one of `models`, holding it until `lease_until`. The
+    /// outer `status` test makes a claim that raced another (and waited for its row lock)
+    /// take nothing rather than the same row.
     pub async fn claim(
         &self,
         who: &Claimant,
@@ -468,7 +470,7 @@ impl Store {
              started_at = $4, attempts = attempts + 1, progress = 0, stage = NULL, step = NULL, \
              steps = NULL \
              WHERE id = (SELECT id FROM videos WHERE status = 'queued' AND model IN ({}) \
-             ORDER BY seq LIMIT 1{lock}) RETURNING {COLUMNS}",
+             ORDER BY seq LIMIT 1{lock}) AND status = 'queued' RETURNING {COLUMNS}",
             placeholders.join(", ")
         );
         let mut query = sqlx::query(&sql)
@@ -808,4 +810,119 @@ fn sqlite_url(path: &Path) -> String {
     }
     url.push_str("?mode=rwc");
     url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generator::Generated;
+
+    fn video(id: &str, created_at: i64) -> NewVideo {
+        NewVideo {
+            id: id.into(),
+            model: "m".into(),
+            prompt: "p".into(),
+            seconds: "1".into(),
+            size: "64x64".into(),
+            input: "{}".into(),
+            created_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_is_taken_over_and_fences_the_old_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(None, dir.path()).await.unwrap();
+        let id = "video_00000000000000000000000000000001";
+        store
+            .create(&video(id, 1), &Uploads::default())
+            .await
+            .unwrap();
+        let models = ["m".to_string()];
+        let old = Claimant {
+            owner: "host-a:1".into(),
+            worker: "cpu".into(),
+        };
+        let new = Claimant {
+            owner: "host-b:1".into(),
+            worker: "cpu".into(),
+        };
+        assert!(store
+            .claim(&old, &["other".into()], 10, 20)
+            .await
+            .unwrap()
+            .is_none());
+        let row = store.claim(&old, &models, 10, 20).await.unwrap().unwrap();
+        assert_eq!((row.status, row.attempts), (Status::InProgress, 1));
+        assert!(
+            store.claim(&new, &models, 10, 20).await.unwrap().is_none(),
+            "claimed twice"
+        );
+
+        // The lease runs to 20: not lost at 15, lost at 25.
+        assert_eq!(store.recover(None, 15, 3, 99).await.unwrap(), (0, 0));
+        assert_eq!(store.recover(None, 25, 3, 99).await.unwrap(), (1, 0));
+        let row = store.claim(&new, &models, 30, 60).await.unwrap().unwrap();
+        assert_eq!(row.attempts, 2);
+
+        // The old worker comes back: every write of it is refused.
+        let update = Update {
+            stage: "denoise_base",
+            step: 1,
+            steps: Some(8),
+            percent: 20,
+        };
+        assert!(!store.progress(id, &old, &update, 90).await.unwrap());
+        assert!(!store.heartbeat(id, &old, 90).await.unwrap());
+        assert!(!store.fail(id, &old, "x", "y", 99).await.unwrap());
+        assert!(!store.requeue(id, &old).await.unwrap());
+        let made = Generated {
+            width: 64,
+            height: 64,
+            seconds: 1,
+            thumbnail: vec![1, 2, 3],
+            stages: Vec::new(),
+        };
+        assert!(!store.complete(id, &old, &made, 40, 99).await.unwrap());
+        assert!(store.progress(id, &new, &update, 90).await.unwrap());
+        assert_eq!(store.get(id).await.unwrap().unwrap().progress, 20);
+
+        // A second loss after the last attempt fails the job with a reason.
+        assert_eq!(store.recover(None, 100, 2, 999).await.unwrap(), (0, 1));
+        let row = store.get(id).await.unwrap().unwrap();
+        assert_eq!(row.status, Status::Failed);
+        assert_eq!(row.error_code.as_deref(), Some("worker_lost"));
+        assert_eq!(row.expires_at, Some(999));
+    }
+
+    #[tokio::test]
+    async fn lists_page_in_both_orders() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(None, dir.path()).await.unwrap();
+        let ids: Vec<String> = (1..=5).map(|i| format!("video_{i:032x}")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            store
+                .create(&video(id, i as i64), &Uploads::default())
+                .await
+                .unwrap();
+        }
+        let names = |rows: Vec<VideoRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let (rows, more) = store.list(None, 2, false).await.unwrap().unwrap();
+        assert_eq!(
+            (names(rows), more),
+            (vec![ids[4].clone(), ids[3].clone()], true)
+        );
+        let (rows, more) = store.list(Some(&ids[1]), 5, false).await.unwrap().unwrap();
+        assert_eq!((names(rows), more), (vec![ids[0].clone()], false));
+        let (rows, more) = store.list(Some(&ids[1]), 2, true).await.unwrap().unwrap();
+        assert_eq!(
+            (names(rows), more),
+            (vec![ids[2].clone(), ids[3].clone()], true)
+        );
+        assert!(store
+            .list(Some("video_nope"), 2, true)
+            .await
+            .unwrap()
+            .is_none());
+    }
 }

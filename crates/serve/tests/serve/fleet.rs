@@ -72,7 +72,12 @@ fn two_servers_on_one_postgres_queue_do_each_job_exactly_once() {
         .map(|i| {
             let server = if i % 2 == 0 { &a } else { &b };
             (
-                submit(server, None, "64x64", &format!(r#", "steps": 2, "seed": {i}"#)),
+                submit(
+                    server,
+                    None,
+                    "64x64",
+                    &format!(r#", "steps": 2, "seed": {i}"#),
+                ),
                 i % 2,
             )
         })
