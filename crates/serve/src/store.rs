@@ -87,23 +87,15 @@ impl Status {
     }
 }
 
-/// One row of `videos`.
+/// One row of `videos`: the video and its state.
 #[derive(Debug, Clone)]
 pub struct VideoRow {
-    pub id: String,
+    pub video: Video,
     pub status: Status,
     pub progress: i64,
     pub stage: Option<String>,
     pub step: Option<i64>,
     pub steps: Option<i64>,
-    pub model: String,
-    pub prompt: String,
-    pub seconds: String,
-    pub size: String,
-    /// The [`crate::generator::JobInput`] as JSON.
-    pub input: String,
-    /// Milliseconds since the Unix epoch, as every time here.
-    pub created_at: i64,
     pub completed_at: Option<i64>,
     pub expires_at: Option<i64>,
     pub error_code: Option<String>,
@@ -117,18 +109,20 @@ const COLUMNS: &str = "id, status, progress, stage, step, steps, model, prompt, 
 impl VideoRow {
     fn from_row(row: &AnyRow) -> Result<Self> {
         Ok(Self {
-            id: row.try_get("id")?,
+            video: Video {
+                id: row.try_get("id")?,
+                model: row.try_get("model")?,
+                prompt: row.try_get("prompt")?,
+                seconds: row.try_get("seconds")?,
+                size: row.try_get("size")?,
+                input: row.try_get("input")?,
+                created_at: row.try_get("created_at")?,
+            },
             status: Status::parse(&row.try_get::<String, _>("status")?)?,
             progress: row.try_get("progress")?,
             stage: row.try_get("stage")?,
             step: row.try_get("step")?,
             steps: row.try_get("steps")?,
-            model: row.try_get("model")?,
-            prompt: row.try_get("prompt")?,
-            seconds: row.try_get("seconds")?,
-            size: row.try_get("size")?,
-            input: row.try_get("input")?,
-            created_at: row.try_get("created_at")?,
             completed_at: row.try_get("completed_at")?,
             expires_at: row.try_get("expires_at")?,
             error_code: row.try_get("error_code")?,
@@ -138,15 +132,17 @@ impl VideoRow {
     }
 }
 
-/// A video to queue.
+/// A video as it was asked for (size and seconds become what was made once it completes).
 #[derive(Debug, Clone)]
-pub struct NewVideo {
+pub struct Video {
     pub id: String,
     pub model: String,
     pub prompt: String,
     pub seconds: String,
     pub size: String,
+    /// The [`crate::generator::JobInput`] as JSON.
     pub input: String,
+    /// Milliseconds since the Unix epoch, as every time here.
     pub created_at: i64,
 }
 
@@ -311,7 +307,7 @@ impl Store {
     }
 
     /// Queues a video with its uploads; the uploads are in place before a worker can see it.
-    pub async fn create(&self, video: &NewVideo, uploads: &Uploads) -> Result<()> {
+    pub async fn create(&self, video: &Video, uploads: &Uploads) -> Result<()> {
         let blobs = [
             (BlobKind::Image, &uploads.image),
             (BlobKind::Audio, &uploads.audio),
@@ -817,8 +813,8 @@ mod tests {
     use super::*;
     use crate::generator::Generated;
 
-    fn video(id: &str, created_at: i64) -> NewVideo {
-        NewVideo {
+    fn video(id: &str, created_at: i64) -> Video {
+        Video {
             id: id.into(),
             model: "m".into(),
             prompt: "p".into(),
@@ -906,7 +902,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let names = |rows: Vec<VideoRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let names = |rows: Vec<VideoRow>| rows.into_iter().map(|r| r.video.id).collect::<Vec<_>>();
         let (rows, more) = store.list(None, 2, false).await.unwrap().unwrap();
         assert_eq!(
             (names(rows), more),

@@ -80,7 +80,7 @@ pub fn run_job(
     generator: &mut dyn ClipGenerator,
     row: &VideoRow,
 ) {
-    let id = row.id.as_str();
+    let id = row.video.id.as_str();
     tracing::info!("{}: running {id} (attempt {})", who.worker, row.attempts);
     let cancel = CancelToken::new();
     let stopped_for_shutdown = Arc::new(AtomicBool::new(false));
@@ -140,22 +140,22 @@ fn generate(
         kind: GenErrorKind::Internal,
         message: m,
     };
-    let job: JobInput = serde_json::from_str(&row.input)
+    let job: JobInput = serde_json::from_str(&row.video.input)
         .map_err(|e| internal(format!("the stored job is unreadable ({e})")))?;
     let uploads = ctx
         .runtime
-        .block_on(ctx.store.uploads(&row.id))
+        .block_on(ctx.store.uploads(&row.video.id))
         .map_err(|e| internal(format!("cannot read the job's uploads: {e}")))?;
-    let out = ctx.store.clip_path(&row.id);
+    let out = ctx.store.clip_path(&row.video.id);
     let mut progress = |update: Update| {
         let lease_until = now_ms() + ctx.lease.as_millis() as i64;
         match ctx
             .runtime
-            .block_on(ctx.store.progress(&row.id, who, &update, lease_until))
+            .block_on(ctx.store.progress(&row.video.id, who, &update, lease_until))
         {
             Ok(true) => {}
             Ok(false) => cancel.cancel(),
-            Err(e) => tracing::warn!("progress of {}: {e}", row.id),
+            Err(e) => tracing::warn!("progress of {}: {e}", row.video.id),
         }
     };
     generator.generate(&job, &uploads, &out, &mut progress, cancel)
@@ -202,7 +202,7 @@ mod tests {
     use super::*;
     use crate::args::DeviceArg;
     use crate::generator::{self, EngineConfig, Generated, GpuMemory, Uploads};
-    use crate::store::NewVideo;
+    use crate::store::Video;
 
     /// The demo engine, deleting the job from the store when the base stage reaches step 2.
     struct DeleteAtStep2 {
@@ -269,7 +269,7 @@ mod tests {
             super_resolution: false,
         };
         let id = "video_0123456789abcdef0123456789abcdef".to_string();
-        let video = NewVideo {
+        let video = Video {
             id: id.clone(),
             model: job.model.clone(),
             prompt: job.prompt.clone(),

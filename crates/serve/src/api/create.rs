@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::{video_response, ApiError, Shared};
 use crate::generator::{check_uploads, Requested, Uploads};
-use crate::store::{now_ms, BlobKind, NewVideo, Status, VideoRow};
+use crate::store::{now_ms, BlobKind, Status, Video, VideoRow};
 
 /// How often `POST /v1/videos/sync` looks at its job.
 const SYNC_POLL: Duration = Duration::from_millis(200);
@@ -33,7 +33,7 @@ pub async fn create(State(s): State<Shared>, req: Request) -> Result<Response, A
 
 /// `POST /v1/videos/sync`: queues the clip, waits for it and answers with the MP4.
 pub async fn sync(State(s): State<Shared>, req: Request) -> Result<Response, ApiError> {
-    let id = submit(&s, req).await?.id;
+    let id = submit(&s, req).await?.video.id;
     loop {
         tokio::time::sleep(SYNC_POLL).await;
         let row = s.store.get(&id).await?.ok_or_else(|| {
@@ -65,7 +65,7 @@ pub async fn sync(State(s): State<Shared>, req: Request) -> Result<Response, Api
 fn failure(row: &VideoRow) -> ApiError {
     let message = format!(
         "video {} failed: {}",
-        row.id,
+        row.video.id,
         row.error_message.as_deref().unwrap_or("no reason recorded")
     );
     match row.error_code.as_deref() {
@@ -105,7 +105,7 @@ async fn submit(s: &Shared, req: Request) -> Result<VideoRow, ApiError> {
             )
         });
     }
-    let video = NewVideo {
+    let video = Video {
         id: new_id()?,
         model: job.model.clone(),
         prompt: job.prompt.clone(),
@@ -293,24 +293,23 @@ fn field_error(param: &str, message: impl Into<String>) -> ApiError {
     }
 }
 
-fn json_rejection(e: JsonRejection, limit: usize) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+/// A body that could not be read: 413 when it is over the limit, else 400 with `code` and
+/// `message`.
+fn unreadable(status: StatusCode, code: &'static str, message: String, limit: usize) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::too_large(limit);
     }
-    ApiError::bad_request(
-        "invalid_json",
-        format!("{}; the fields are {FIELDS}", e.body_text()),
-    )
+    ApiError::bad_request(code, message)
+}
+
+fn json_rejection(e: JsonRejection, limit: usize) -> ApiError {
+    let message = format!("{}; the fields are {FIELDS}", e.body_text());
+    unreadable(e.status(), "invalid_json", message, limit)
 }
 
 fn multipart_error(e: MultipartError, limit: usize) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::too_large(limit);
-    }
-    ApiError::bad_request(
-        "invalid_body",
-        format!("the multipart body is malformed: {}", e.body_text()),
-    )
+    let message = format!("the multipart body is malformed: {}", e.body_text());
+    unreadable(e.status(), "invalid_body", message, limit)
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {

@@ -256,23 +256,24 @@ pub struct VideoObject {
 impl From<&VideoRow> for VideoObject {
     fn from(r: &VideoRow) -> Self {
         let seconds = |ms: i64| ms.div_euclid(1000);
+        let v = &r.video;
         Self {
-            id: r.id.clone(),
+            id: v.id.clone(),
             object: "video",
             status: r.status.as_str(),
             progress: r.progress,
-            created_at: seconds(r.created_at),
+            created_at: seconds(v.created_at),
             completed_at: r.completed_at.map(seconds),
             expires_at: r.expires_at.map(seconds),
-            model: r.model.clone(),
-            prompt: r.prompt.clone(),
-            seconds: r.seconds.clone(),
-            size: r.size.clone(),
+            model: v.model.clone(),
+            prompt: v.prompt.clone(),
+            seconds: v.seconds.clone(),
+            size: v.size.clone(),
             remixed_from_video_id: None,
             error: r.error_code.as_ref().map(|code| {
                 json!({"code": code, "message": r.error_message.clone().unwrap_or_default()})
             }),
-            seed: serde_json::from_str::<JobInput>(&r.input).ok().map(|j| j.seed),
+            seed: serde_json::from_str::<JobInput>(&v.input).ok().map(|j| j.seed),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -33,6 +34,14 @@ pub async fn retrieve(
     Ok(video_response(&row))
 }
 
+/// A 400 for a query string that does not parse; `takes` names the parameters.
+fn query_error(e: &QueryRejection, takes: &str) -> ApiError {
+    ApiError::bad_request(
+        "invalid_query",
+        format!("{}; this endpoint takes {takes}", e.body_text()),
+    )
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
@@ -44,14 +53,9 @@ pub struct ListQuery {
 /// `GET /v1/videos?after=&limit=&order=`: newest first unless `order=asc`.
 pub async fn list(
     State(s): State<Shared>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::bad_request(
-            "invalid_query",
-            format!("{}; a list takes after, limit and order", e.body_text()),
-        )
-    })?;
+    let Query(q) = query.map_err(|e| query_error(&e, "after, limit and order"))?;
     let limit = match &q.limit {
         None => 20,
         Some(l) => l
@@ -94,8 +98,8 @@ pub async fn list(
     let data: Vec<VideoObject> = rows.iter().map(VideoObject::from).collect();
     Ok(Json(json!({
         "object": "list",
-        "first_id": rows.first().map(|r| &r.id),
-        "last_id": rows.last().map(|r| &r.id),
+        "first_id": rows.first().map(|r| &r.video.id),
+        "last_id": rows.last().map(|r| &r.video.id),
         "has_more": has_more,
         "data": data,
     }))
@@ -114,6 +118,7 @@ pub async fn delete(State(s): State<Shared>, Path(id): Path<String>) -> Result<R
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ContentQuery {
     variant: Option<String>,
 }
@@ -122,10 +127,11 @@ pub struct ContentQuery {
 pub async fn content(
     State(s): State<Shared>,
     Path(id): Path<String>,
-    Query(q): Query<ContentQuery>,
+    query: Result<Query<ContentQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_id(&id)?;
+    let Query(q) = query.map_err(|e| query_error(&e, "variant"))?;
     let (kind, mime) = match q.variant.as_deref() {
         None | Some("video") => (BlobKind::Video, "video/mp4"),
         Some("thumbnail") => (BlobKind::Thumbnail, "image/jpeg"),
@@ -258,7 +264,7 @@ pub async fn events(
                 Event::default().event("done").data(object)
             } else {
                 let data = json!({
-                    "id": row.id,
+                    "id": row.video.id,
                     "status": row.status.as_str(),
                     "progress": row.progress,
                     "stage": row.stage,

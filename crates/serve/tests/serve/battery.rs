@@ -315,6 +315,15 @@ fn bad_requests_get_the_right_status_and_the_server_keeps_serving() {
         "video_not_ready",
     );
     check(
+        "unknown content parameter",
+        &get(
+            &server.url(&format!("/v1/videos/{id}/content?format=webm")),
+            k,
+        ),
+        400,
+        "invalid_query",
+    );
+    check(
         "spritesheet",
         &get(
             &server.url(&format!("/v1/videos/{id}/content?variant=spritesheet")),
