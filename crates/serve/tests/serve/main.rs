@@ -6,6 +6,7 @@
 
 mod battery;
 mod browser;
+mod clips;
 mod fleet;
 mod lifecycle;
 mod sdk;
