@@ -31,9 +31,8 @@ fn main() -> ExitCode {
         Command::Check(a) => check::run(a),
         Command::Selftest(a) => selftest::run(a),
         Command::Bench(a) => bench::run(a, &out),
-        Command::Serve(a) => {
-            cadence_serve::run(a).map_err(|e| errors::CliError::new(errors::ExitKind::Other, e.to_string()))
-        }
+        Command::Serve(a) => cadence_serve::run(a)
+            .map_err(|e| errors::CliError::new(errors::ExitKind::Other, e.to_string())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
