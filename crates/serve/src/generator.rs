@@ -36,6 +36,8 @@ const DEFAULT_BASE_SIZE: (u32, u32) = (448, 256);
 const MAX_STEPS: usize = 100;
 /// Clip length when the request names none (the OpenAI API's default).
 const DEFAULT_SECONDS: u32 = 4;
+/// Longest `input_audio`: the clip uses at most `seconds` of it, and the engine decodes it whole.
+const MAX_AUDIO_SECONDS: f64 = 60.0;
 /// Quality of the thumbnail JPEG.
 const THUMBNAIL_QUALITY: u8 = 85;
 
@@ -587,31 +589,87 @@ pub fn check_uploads(job: &JobInput, uploads: &Uploads, scratch: &Path) -> Resul
                 "input_reference",
                 format!(
                     "input_reference is not a usable image ({}); send a PNG, JPEG or WebP file",
-                    short(&e)
+                    short(&e, path)
                 ),
             )
         })?;
     }
-    if let Some(path) = &req.audio {
-        load_reference_audio(path, &AudioInputOptions::default()).map_err(|e| {
+    if let (Some(path), Some(bytes)) = (&req.audio, &uploads.audio) {
+        let audio_error = |why: String| {
             InputError::new(
                 "input_audio",
                 format!(
-                    "input_audio is not usable audio ({}); send a WAV, FLAC, MP3 or M4A file",
-                    short(&e)
+                    "input_audio is not usable audio ({why}); send a WAV, FLAC, MP3 or M4A file"
                 ),
             )
-        })?;
+        };
+        let seconds = audio_seconds(bytes, MAX_AUDIO_SECONDS).map_err(audio_error)?;
+        if seconds > MAX_AUDIO_SECONDS {
+            return Err(InputError::new(
+                "input_audio",
+                format!(
+                    "input_audio lasts more than {MAX_AUDIO_SECONDS} s; the clip uses at most \
+                     its first --max-seconds, so send only those (e.g. ffmpeg -i voice.mp3 -t 10 \
+                     voice.wav)"
+                ),
+            ));
+        }
+        load_reference_audio(path, &AudioInputOptions::default())
+            .map_err(|e| audio_error(short(&e, path)))?;
     }
     Ok(())
 }
 
-/// An engine error's message without the temporary file's path.
-fn short(e: &CoreError) -> String {
-    match e {
-        CoreError::Io { source, .. } => source.to_string(),
-        other => other.to_string(),
+/// Seconds of audio in `bytes`, from the container's packet timestamps: packets are read, not
+/// decoded, so memory stays bounded whatever the file claims. Stops reading past `limit`.
+fn audio_seconds(bytes: &[u8], limit: f64) -> Result<f64, String> {
+    use symphonia::core::formats::probe::Hint;
+    use symphonia::core::formats::{FormatOptions, TrackType};
+    use symphonia::core::io::MediaSourceStream;
+    use symphonia::core::meta::MetadataOptions;
+
+    let source = MediaSourceStream::new(
+        Box::new(std::io::Cursor::new(bytes.to_vec())),
+        Default::default(),
+    );
+    let mut format = symphonia::default::get_probe()
+        .probe(
+            &Hint::new(),
+            source,
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
+        .map_err(|e| format!("unrecognised format: {e}"))?;
+    let track = format
+        .default_track(TrackType::Audio)
+        .ok_or("no audio track")?;
+    let (id, time_base) = (track.id, track.time_base.ok_or("no time base")?);
+    let seconds = |ticks: u64| {
+        ticks as f64 * f64::from(time_base.numer.get()) / f64::from(time_base.denom.get())
+    };
+    let mut end = track.duration.map_or(0, |d| d.get());
+    while seconds(end) <= limit {
+        match format.next_packet() {
+            Ok(Some(p)) if p.track_id == id => {
+                end = end.max((p.pts.get().max(0) as u64).saturating_add(p.dur.get()));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => return Err(format!("corrupt: {e}")),
+        }
     }
+    Ok(seconds(end))
+}
+
+/// A media error's message about the staged file at `path`, naming it as the upload instead
+/// (the server's paths are nobody's business).
+fn short(e: &CoreError, path: &Path) -> String {
+    let message = match e {
+        CoreError::Io { source, .. } => source.to_string(),
+        CoreError::InvalidInput(m) => m.clone(),
+        other => other.to_string(),
+    };
+    message.replace(&path.display().to_string(), "the file")
 }
 
 /// Uploads written to temporary files for the engine; removed on drop.
@@ -973,6 +1031,60 @@ mod tests {
         let mut r = requested("a cat");
         r.steps = Some(0);
         assert_eq!(c.resolve(&r, 1).unwrap_err().param, "steps");
+    }
+
+    /// A 16-bit mono WAV of `seconds` of a 440 Hz tone at 8 kHz.
+    fn wav(seconds: u32) -> Vec<u8> {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut out = std::io::Cursor::new(Vec::new());
+        let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
+        for i in 0..seconds * 8000 {
+            let t = i as f32 / 8000.0;
+            w.write_sample(((t * 440.0 * std::f32::consts::TAU).sin() * 8000.0) as i16)
+                .unwrap();
+        }
+        w.finalize().unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn long_or_broken_audio_is_refused_before_it_is_decoded() {
+        let c = catalog(&["--demo"]);
+        let mut r = requested("she speaks");
+        r.audio = true;
+        r.size = Some("64x64".into());
+        let job = c.resolve(&r, 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let check = |bytes: Vec<u8>| {
+            let uploads = Uploads {
+                image: None,
+                audio: Some(bytes),
+            };
+            check_uploads(&job, &uploads, dir.path())
+        };
+        assert_eq!(audio_seconds(&wav(3), 60.0).unwrap(), 3.0);
+        check(wav(3)).unwrap();
+        let e = check(wav(61)).unwrap_err();
+        assert_eq!(e.param, "input_audio");
+        assert!(e.message.contains("more than 60 s"), "{}", e.message);
+        let e = check(b"RIFF\x10\x00\x00\x00WAVEjunk".to_vec()).unwrap_err();
+        assert!(e.message.contains("not usable audio"), "{}", e.message);
+        // Refusals never show the server's scratch paths.
+        let mut silent = wav(1);
+        let n = silent.len();
+        silent[n - 16_000..].fill(0);
+        let e = check(silent).unwrap_err();
+        assert!(e.message.contains("silent"), "{}", e.message);
+        assert!(
+            !e.message.contains(&dir.path().display().to_string()),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

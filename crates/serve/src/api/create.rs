@@ -34,8 +34,20 @@ pub async fn create(State(s): State<Shared>, req: Request) -> Result<Response, A
 /// `POST /v1/videos/sync`: queues the clip, waits for it and answers with the MP4.
 pub async fn sync(State(s): State<Shared>, req: Request) -> Result<Response, ApiError> {
     let id = submit(&s, req).await?.video.id;
+    let mut shutdown = s.shutdown.clone();
     loop {
-        tokio::time::sleep(SYNC_POLL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(SYNC_POLL) => {}
+            // A graceful shutdown must not wait for a job that will be requeued.
+            _ = shutdown.wait_for(|stopping| *stopping) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting_down",
+                    format!("the server is shutting down; video {id} stays queued: fetch it \
+                             later with GET /v1/videos/{id}"),
+                ));
+            }
+        }
         let row = s.store.get(&id).await?.ok_or_else(|| {
             ApiError::not_found(format!("video {id} was deleted before it finished"))
         })?;
