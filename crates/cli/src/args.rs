@@ -69,6 +69,8 @@ pub enum Command {
     /// Show how a clip fits a GPU's memory: the placements, each stage's resident set and peak.
     #[command(after_help = PLAN_HELP)]
     Plan(PlanArgs),
+    /// Serve the OpenAI Videos API, a web page and a job queue (one GPU to a fleet).
+    Serve(cadence_serve::ServeArgs),
 }
 
 const GENERATE_HELP: &str = "\

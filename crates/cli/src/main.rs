@@ -33,6 +33,8 @@ fn main() -> ExitCode {
         Command::Selftest(a) => selftest::run(a),
         Command::Bench(a) => bench::run(a, &out),
         Command::Plan(a) => plan::run(a),
+        Command::Serve(a) => cadence_serve::run(a)
+            .map_err(|e| errors::CliError::new(errors::ExitKind::Other, e.to_string())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
