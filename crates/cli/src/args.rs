@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use cadence_pipeline::memory::{parse_memory_size, Offload as PlanOffload, PrecisionChoice};
+use cadence_pipeline::memory::{parse_memory_size, Offload, PrecisionChoice};
+use cadence_pipeline::models::{BaseModel, Resolution, VideoDecoder};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::errors::EXIT_CODES_HELP;
@@ -167,92 +168,12 @@ the placements chosen: DiTs and text encoder resident, visiting (on the device o
 stage) or streamed (their layers copied a few at a time). The exit code is 0 when a plan fits
 the budget, 5 when none does (the message names the smallest budget that would do).";
 
-/// Which DiT denoises the base stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Model {
-    /// 8 steps, no guidance: the fast one.
-    Distilled,
-    /// 32 steps with classifier-free guidance.
-    Base,
-}
-
-/// Output resolution presets (those of the official examples).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Resolution {
-    /// 448x256.
-    #[value(name = "256p")]
-    P256,
-    /// 896x512: 448x256, then the 540p super-resolution model.
-    #[value(name = "540p")]
-    P540,
-    /// 1920x1088: 448x256, then the 1080p super-resolution model.
-    #[value(name = "1080p")]
-    P1080,
-}
-
-/// Which decoder turns latents into frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Decoder {
-    /// Turbo-VAED: fast; what every official example uses.
-    Turbo,
-    /// The full Wan2.2 VAE decoder.
-    Wan,
-}
-
-/// How the DiTs hold their GEMM weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Precision {
-    /// bf16 when the DiTs fit on the device whole, FP8 otherwise.
-    Auto,
-    /// Dense, in the compute dtype (bf16 on GPUs, f32 on CPUs): the reference numerics.
-    Bf16,
-    /// FP8 e4m3 quantised at load, one scale per output channel: half the DiT memory and
-    /// Hopper's FP8 tensor cores; about 4 % relative error per matrix product.
-    Fp8,
-}
-
-impl Precision {
-    /// The memory plan's choice.
-    pub fn choice(self) -> PrecisionChoice {
-        match self {
-            Self::Auto => PrecisionChoice::Auto,
-            Self::Bf16 => PrecisionChoice::Bf16,
-            Self::Fp8 => PrecisionChoice::Fp8,
-        }
-    }
-}
-
-/// Which offloading the memory plan may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Offload {
-    /// Whatever the budget needs, least first.
-    Auto,
-    /// Everything stays on the device.
-    None,
-    /// The text encoder and the DiTs come to the device only for their stage.
-    Swap,
-    /// The text encoder's and the DiTs' layers are streamed from host memory.
-    Stream,
-}
-
-impl Offload {
-    /// The memory plan's choice.
-    pub fn choice(self) -> PlanOffload {
-        match self {
-            Self::Auto => PlanOffload::Auto,
-            Self::None => PlanOffload::None,
-            Self::Swap => PlanOffload::Swap,
-            Self::Stream => PlanOffload::Stream,
-        }
-    }
-}
-
 /// Where the models may go in device memory; shared by generate and plan.
 #[derive(Debug, Clone, Args)]
 pub struct MemoryArgs {
     /// How the DiTs hold their GEMM weights.
-    #[arg(long, value_enum, default_value_t = Precision::Auto)]
-    pub precision: Precision,
+    #[arg(long, value_enum, default_value_t = PrecisionChoice::Auto)]
+    pub precision: PrecisionChoice,
     /// Device memory the run may use, e.g. 24GB, 80GiB [default: what the device has free].
     #[arg(long, value_name = "SIZE", value_parser = memory_size)]
     pub max_memory: Option<u64>,
@@ -294,14 +215,14 @@ pub enum DeviceChoice {
 #[derive(Debug, Clone, Args)]
 pub struct ModeArgs {
     /// Model variant for the base stage.
-    #[arg(long, value_enum, default_value_t = Model::Distilled)]
-    pub model: Model,
+    #[arg(long, value_enum, default_value_t = BaseModel::Distilled)]
+    pub model: BaseModel,
     /// Output resolution preset.
     #[arg(long, value_enum, default_value_t = Resolution::P256)]
     pub resolution: Resolution,
     /// Video decoder.
-    #[arg(long, value_enum, default_value_t = Decoder::Turbo)]
-    pub video_decoder: Decoder,
+    #[arg(long, value_enum, default_value_t = VideoDecoder::Turbo)]
+    pub video_decoder: VideoDecoder,
 }
 
 /// Where the weights are.
@@ -433,7 +354,7 @@ pub struct BenchArgs {
     pub resolution: Vec<Resolution>,
     /// Base models to measure (repeatable) [default: distilled and base].
     #[arg(long, value_enum, value_name = "MODEL")]
-    pub model: Vec<Model>,
+    pub model: Vec<BaseModel>,
     /// Warm runs per scenario (the engine already built); the report gives their median.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     pub runs: u64,
@@ -563,6 +484,6 @@ mod tests {
             panic!("not generate")
         };
         assert_eq!(g.mode.resolution, Resolution::P1080);
-        assert_eq!(g.mode.model, Model::Distilled);
+        assert_eq!(g.mode.model, BaseModel::Distilled);
     }
 }

@@ -9,7 +9,9 @@ use cadence_pipeline::engine::{EngineBuilder, WeightsSource};
 use cadence_pipeline::{GenerationRequest, Mode};
 use cadence_weights::{check, CheckOptions, Manifest, WeightsRoot};
 
-use crate::args::{BenchArgs, Decoder, ModeArgs, Model, Resolution};
+use cadence_pipeline::{BaseModel, Resolution, VideoDecoder};
+
+use crate::args::{BenchArgs, ModeArgs};
 use crate::device;
 use crate::errors::{from_core, CliError, ExitKind, Phase};
 use crate::logging::Output;
@@ -35,7 +37,7 @@ pub fn run(args: &BenchArgs, out: &Output) -> Result<(), CliError> {
         &args.resolution,
         &[Resolution::P256, Resolution::P540, Resolution::P1080],
     ) {
-        for model in choices(&args.model, &[Model::Distilled, Model::Base]) {
+        for model in choices(&args.model, &[BaseModel::Distilled, BaseModel::Base]) {
             scenarios.push(scenario(args, resolution, model, installed.as_ref(), &say)?);
         }
     }
@@ -107,14 +109,14 @@ fn installed_weights(args: &BenchArgs) -> Option<(Manifest, WeightsRoot)> {
 fn scenario(
     args: &BenchArgs,
     resolution: Resolution,
-    model: Model,
+    model: BaseModel,
     installed: Option<&(Manifest, WeightsRoot)>,
     say: &dyn Fn(&str),
 ) -> Result<Scenario, CliError> {
     let mode = ModeArgs {
         model,
         resolution,
-        video_decoder: Decoder::Turbo,
+        video_decoder: VideoDecoder::Turbo,
     }
     .to_mode(false, false);
     let ((width, height), sr) = mode.resolution.stage_sizes(None);
@@ -155,14 +157,14 @@ fn scenario(
     let builder = EngineBuilder::new(weights)
         .mode(mode)
         .device(device.clone())
-        .precision(args.memory.precision.choice())
+        .precision(args.memory.precision)
         .max_memory(args.memory.max_memory)
-        .offload(args.memory.offload.choice())
+        .offload(args.memory.offload)
         .plan_for(&request)
         .map_err(|e| from_core(e, Phase::Inputs))?;
     Ok(Scenario {
-        resolution: resolution_name(resolution).into(),
-        model: model_name(model).into(),
+        resolution: resolution.name().into(),
+        model: model.name().into(),
         builder,
         weights: name,
         request,
@@ -203,20 +205,5 @@ fn weights_for(
             ));
             Ok((WeightsSource::Random, "random"))
         }
-    }
-}
-
-fn resolution_name(r: Resolution) -> &'static str {
-    match r {
-        Resolution::P256 => "256p",
-        Resolution::P540 => "540p",
-        Resolution::P1080 => "1080p",
-    }
-}
-
-fn model_name(m: Model) -> &'static str {
-    match m {
-        Model::Distilled => "distilled",
-        Model::Base => "base",
     }
 }

@@ -14,7 +14,7 @@ use cadence_pipeline::engine::{EngineBuilder, Mp4Sink, PreparedRequest, WeightsS
 use cadence_pipeline::{GenerationRequest, InputSource, Limits, Mode};
 use cadence_weights::{check, CheckOptions};
 
-use crate::args::{GenerateArgs, Model};
+use crate::args::GenerateArgs;
 use crate::device::{self, Selected};
 use crate::errors::{from_core, unreadable, CliError, ExitKind, Phase};
 use crate::interrupt::Interrupt;
@@ -64,9 +64,9 @@ pub fn run(args: &GenerateArgs, out: &Output) -> Result<(), CliError> {
     let builder = EngineBuilder::new(weights)
         .mode(mode)
         .device(device)
-        .precision(args.memory.precision.choice())
+        .precision(args.memory.precision)
         .max_memory(args.memory.max_memory)
-        .offload(args.memory.offload.choice())
+        .offload(args.memory.offload)
         .limits(limits)
         .plan_for(&request)
         .map_err(|e| from_core(e, Phase::Inputs))?;
@@ -100,10 +100,7 @@ pub fn run(args: &GenerateArgs, out: &Output) -> Result<(), CliError> {
         load,
         mux,
         total: started.elapsed(),
-        model: match args.mode.model {
-            Model::Distilled => "distilled",
-            Model::Base => "base",
-        },
+        model: args.mode.model.name(),
         device: device_name,
         steps: engine.sampler_config().base.num_steps,
     });

@@ -37,8 +37,8 @@ pub fn run(args: &PlanArgs) -> Result<(), CliError> {
     let models = MemoryModels::published(mode.resolution.sr_variant(), mode.needs_wan());
     let budget = MemoryBudget {
         max_memory,
-        precision: args.memory.precision.choice(),
-        offload: args.memory.offload.choice(),
+        precision: args.memory.precision,
+        offload: args.memory.offload,
     };
     let planned = plan_memory(&job, &models, &budget);
     // With no fit, the JSON still describes the allowed arrangement that comes closest.

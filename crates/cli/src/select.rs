@@ -6,43 +6,31 @@ use std::path::Path;
 use cadence_pipeline::models::{BaseModel, Mode, ModelDirs, Resolution, VideoDecoder};
 use cadence_weights::{HubSettings, Manifest, WeightsRoot};
 
-use crate::args::{Decoder, ModeArgs, Model, Resolution as ResolutionArg, SelectArgs};
+use crate::args::{ModeArgs, SelectArgs};
 use crate::errors::{from_weights, CliError};
 
 impl ModeArgs {
     /// The generation mode these flags describe, with or without a reference image / audio.
     pub fn to_mode(&self, image: bool, reference_audio: bool) -> Mode {
         Mode {
-            dit: match self.model {
-                Model::Distilled => BaseModel::Distilled,
-                Model::Base => BaseModel::Base,
-            },
+            dit: self.model,
             image,
             reference_audio,
-            resolution: match self.resolution {
-                ResolutionArg::P256 => Resolution::P256,
-                ResolutionArg::P540 => Resolution::P540,
-                ResolutionArg::P1080 => Resolution::P1080,
-            },
-            video_decoder: match self.video_decoder {
-                Decoder::Turbo => VideoDecoder::Turbo,
-                Decoder::Wan => VideoDecoder::Wan,
-            },
+            resolution: self.resolution,
+            video_decoder: self.video_decoder,
         }
     }
 
     /// The same flags as `cadence fetch` takes them, for messages (`cadence fetch --model base`).
     pub fn fetch_flags(&self, image: bool, audio: bool) -> String {
         let mut out = String::new();
-        if self.model == Model::Base {
+        if self.model == BaseModel::Base {
             out.push_str(" --model base");
         }
-        match self.resolution {
-            ResolutionArg::P256 => {}
-            ResolutionArg::P540 => out.push_str(" --resolution 540p"),
-            ResolutionArg::P1080 => out.push_str(" --resolution 1080p"),
+        if self.resolution != Resolution::P256 {
+            out.push_str(&format!(" --resolution {}", self.resolution.name()));
         }
-        if self.video_decoder == Decoder::Wan {
+        if self.video_decoder == VideoDecoder::Wan {
             out.push_str(" --video-decoder wan");
         }
         if image {
@@ -115,31 +103,31 @@ pub fn weights_root(weights_dir: Option<&Path>) -> Result<WeightsRoot, CliError>
 mod tests {
     use super::*;
 
-    fn mode_args(model: Model, resolution: ResolutionArg) -> ModeArgs {
+    fn mode_args(model: BaseModel, resolution: Resolution) -> ModeArgs {
         ModeArgs {
             model,
             resolution,
-            video_decoder: Decoder::Turbo,
+            video_decoder: VideoDecoder::Turbo,
         }
     }
 
     #[test]
     fn flags_map_onto_the_mode_table() {
-        let m = mode_args(Model::Distilled, ResolutionArg::P256).to_mode(false, false);
+        let m = mode_args(BaseModel::Distilled, Resolution::P256).to_mode(false, false);
         assert_eq!(m, Mode::distilled_t2v());
-        let m = mode_args(Model::Base, ResolutionArg::P1080).to_mode(true, true);
+        let m = mode_args(BaseModel::Base, Resolution::P1080).to_mode(true, true);
         assert_eq!(m.to_string(), "base TI2V 1080p with reference audio");
     }
 
     #[test]
     fn fetch_flags_round_trip_the_mode() {
-        let a = mode_args(Model::Base, ResolutionArg::P540);
+        let a = mode_args(BaseModel::Base, Resolution::P540);
         assert_eq!(
             a.fetch_flags(true, false),
             " --model base --resolution 540p --image"
         );
         assert_eq!(
-            mode_args(Model::Distilled, ResolutionArg::P256).fetch_flags(false, false),
+            mode_args(BaseModel::Distilled, Resolution::P256).fetch_flags(false, false),
             ""
         );
     }

@@ -256,8 +256,10 @@ mod cuda {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex, OnceLock};
 
+    use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{CudaStream, DeviceRepr, PinnedHostSlice};
     use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, DeviceId};
+    use candle_core::op::BackpropOp;
     use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 
     use cadence_core::{Error, Result};
@@ -315,8 +317,9 @@ mod cuda {
             Ok(Tensor::from_storage(
                 Storage::Cuda(storage),
                 shape.to_vec(),
+                BackpropOp::none(),
                 false,
-            )?)
+            ))
         }
 
         /// A new device slice of `T` holding these bytes, written on the copy stream.
@@ -372,7 +375,7 @@ mod cuda {
             other => {
                 return Err(Error::Internal(format!(
                     "streaming {:?} tensors is not supported",
-                    other.dtype()
+                    BackendStorage::dtype(other)
                 )))
             }
         })

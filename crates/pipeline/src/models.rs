@@ -47,21 +47,26 @@ pub mod ids {
 
 /// The DiT that runs the base-resolution (256p) stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum BaseModel {
+    /// 8 steps, no guidance: the fast one.
+    Distilled,
     /// 32 steps with classifier-free guidance.
     Base,
-    /// 8 steps, no guidance.
-    Distilled,
 }
 
 /// Output resolution; above 256p a super-resolution stage follows the base stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Resolution {
-    /// 256p: base stage only.
+    /// 448x256: the base stage only.
+    #[cfg_attr(feature = "clap", value(name = "256p"))]
     P256,
-    /// 540p: base stage, then the 540p super-resolution DiT.
+    /// 896x512: 448x256, then the 540p super-resolution model.
+    #[cfg_attr(feature = "clap", value(name = "540p"))]
     P540,
-    /// 1080p: base stage, then the 1080p super-resolution DiT.
+    /// 1920x1088: 448x256, then the 1080p super-resolution model.
+    #[cfg_attr(feature = "clap", value(name = "1080p"))]
     P1080,
 }
 
@@ -148,6 +153,7 @@ fn base_size((w, h): (u32, u32)) -> (u32, u32) {
 
 /// Which decoder turns video latents into frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum VideoDecoder {
     /// Turbo-VAED, the fast distilled decoder every official example uses.
     #[default]

@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use cadence_pipeline::memory::{parse_memory_size, Offload, PrecisionChoice};
+use cadence_pipeline::models::{BaseModel, Resolution};
+use clap::Args;
 
 /// `cadence serve`.
 #[derive(Debug, Clone, Args)]
@@ -24,17 +26,24 @@ pub struct ServeArgs {
     #[arg(long)]
     pub demo: bool,
     /// The DiT of the base stage.
-    #[arg(long, value_enum, default_value_t = ModelArg::Distilled)]
-    pub model: ModelArg,
+    #[arg(long, value_enum, default_value_t = BaseModel::Distilled)]
+    pub model: BaseModel,
     /// Also load the super-resolution model of this resolution (540p or 1080p).
-    #[arg(long, value_enum, default_value_t = ResolutionArg::P256)]
-    pub resolution: ResolutionArg,
+    #[arg(long, value_enum, default_value_t = Resolution::P256)]
+    pub resolution: Resolution,
     /// Load the image encoder, so requests may carry an `input_reference` image.
     #[arg(long)]
     pub image: bool,
     /// How the DiTs hold their GEMM weights.
-    #[arg(long, value_enum, default_value_t = PrecisionArg::Bf16)]
-    pub precision: PrecisionArg,
+    #[arg(long, value_enum, default_value_t = PrecisionChoice::Auto)]
+    pub precision: PrecisionChoice,
+    /// Device memory each worker's engine may use, e.g. 24GB [default: what the device has
+    /// free]; the memory plan places the models to fit it (see `cadence plan`).
+    #[arg(long, value_name = "SIZE", value_parser = memory_size)]
+    pub max_memory: Option<u64>,
+    /// Which offloading the memory plan may use.
+    #[arg(long, value_enum, default_value_t = Offload::Auto)]
+    pub offload: Offload,
     /// A folder with one sub-folder per component, searched before the Hugging Face cache.
     #[arg(long, value_name = "DIR", env = "CADENCE_WEIGHTS_DIR")]
     pub weights_dir: Option<PathBuf>,
@@ -89,46 +98,12 @@ pub struct ServeArgs {
     pub grace: u64,
 }
 
-/// The base-stage DiT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ModelArg {
-    /// 8 steps, no guidance: the fast one.
-    Distilled,
-    /// 32 steps with classifier-free guidance.
-    Base,
-}
-
-/// Which super-resolution model to load besides the base stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ResolutionArg {
-    /// None: clips at the base stage's sizes (448x256 and the like).
-    #[value(name = "256p")]
-    P256,
-    /// The 540p super-resolution model (896x512 clips).
-    #[value(name = "540p")]
-    P540,
-    /// The 1080p super-resolution model (1920x1088 clips).
-    #[value(name = "1080p")]
-    P1080,
-}
-
-/// How the DiTs hold their GEMM weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PrecisionArg {
-    /// Dense in the compute dtype (bf16 on GPUs, f32 on CPUs).
-    Bf16,
-    /// FP8 e4m3 quantised at load: half the DiT memory.
-    Fp8,
-}
-
-impl PrecisionArg {
-    /// The name requests use in their `precision` field.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Bf16 => "bf16",
-            Self::Fp8 => "fp8",
-        }
-    }
+/// `--max-memory`, with the library's message on a bad value.
+fn memory_size(text: &str) -> Result<u64, String> {
+    parse_memory_size(text).map_err(|e| match e {
+        cadence_core::Error::InvalidInput(m) => m,
+        other => other.to_string(),
+    })
 }
 
 /// One device of `--devices`.

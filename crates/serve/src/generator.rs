@@ -8,18 +8,20 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cadence_core::{CancelToken, Error as CoreError};
+use cadence_core::{CancelToken, Error as CoreError, ErrorKind};
 use cadence_media::{load_reference_audio, load_reference_image, AudioInputOptions};
-use cadence_model::WeightFormat;
 use cadence_pipeline::engine::{
-    ClipInfo, ClipSink, Engine, EngineOptions, Mp4Sink, Progress, StageKind,
+    ClipInfo, ClipSink, Engine, EngineBuilder, Mp4Sink, Progress, StageKind, WeightsSource,
 };
-use cadence_pipeline::{GenerationRequest, Limits};
-use cadence_weights::{Dit, HubSettings, Manifest, Mode, Resolution, VideoDecoder, WeightsRoot};
-use candle_core::{DType, Device};
+use cadence_pipeline::memory::{Offload, PrecisionChoice};
+use cadence_pipeline::{
+    GenerationRequest, InputSource, Limits, Mode, ModelDirs, Resolution, VideoDecoder,
+};
+use cadence_weights::{HubSettings, Manifest, WeightsRoot};
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::args::{DeviceArg, ModelArg, PrecisionArg, ResolutionArg, ServeArgs};
+use crate::args::{DeviceArg, ServeArgs};
 
 /// The engine's pixel grid: sizes are rounded down to multiples of this.
 const GRID: u32 = 32;
@@ -41,34 +43,10 @@ const MAX_AUDIO_SECONDS: f64 = 60.0;
 /// Quality of the thumbnail JPEG.
 const THUMBNAIL_QUALITY: u8 = 85;
 
-/// A super-resolution output size and the base-stage size it starts from.
-#[derive(Debug, Clone, Copy)]
-struct SrPreset {
-    output: (u32, u32),
-    base: (u32, u32),
-}
-
-/// The official examples' super-resolution presets, landscape and portrait.
-const SR_540P: &[SrPreset] = &[
-    SrPreset {
-        output: (896, 512),
-        base: (448, 256),
-    },
-    SrPreset {
-        output: (512, 896),
-        base: (256, 448),
-    },
-];
-const SR_1080P: &[SrPreset] = &[
-    SrPreset {
-        output: (1920, 1088),
-        base: (448, 256),
-    },
-    SrPreset {
-        output: (1088, 1920),
-        base: (256, 448),
-    },
-];
+/// The super-resolution outputs served: the official examples' presets, landscape and
+/// portrait (the library picks each one's base-stage size).
+const SR_540P: &[(u32, u32)] = &[(896, 512), (512, 896)];
+const SR_1080P: &[(u32, u32)] = &[(1920, 1088), (1088, 1920)];
 
 /// One clip to make, as the API accepted it (stored with the job as JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,25 +151,13 @@ impl GenError {
 
 impl From<CoreError> for GenError {
     fn from(e: CoreError) -> Self {
-        let kind = match &e {
-            CoreError::Cancelled => GenErrorKind::Cancelled,
-            CoreError::InvalidInput(_) => GenErrorKind::BadInput,
-            CoreError::MissingWeights(_)
-            | CoreError::Checkpoint { .. }
-            | CoreError::KeyMismatch { .. }
-            | CoreError::Config(_)
-            | CoreError::Json { .. } => GenErrorKind::Weights,
-            CoreError::Candle(c) => {
-                let text = c.to_string().to_ascii_lowercase();
-                if text.contains("out of memory") {
-                    GenErrorKind::OutOfMemory
-                } else if text.contains("cuda") {
-                    GenErrorKind::Device
-                } else {
-                    GenErrorKind::Internal
-                }
-            }
-            _ => GenErrorKind::Internal,
+        let kind = match e.kind() {
+            ErrorKind::Cancelled => GenErrorKind::Cancelled,
+            ErrorKind::InvalidInput => GenErrorKind::BadInput,
+            ErrorKind::Weights => GenErrorKind::Weights,
+            ErrorKind::OutOfMemory => GenErrorKind::OutOfMemory,
+            ErrorKind::Device => GenErrorKind::Device,
+            ErrorKind::Io | ErrorKind::Internal => GenErrorKind::Internal,
         };
         Self::new(kind, e.to_string())
     }
@@ -258,8 +224,8 @@ impl InputError {
 enum Sizes {
     /// Base stage only: any size on the grid within the limits.
     Base,
-    /// Base stage then super-resolution: one of these outputs, each from its base size.
-    SuperResolution(&'static [SrPreset]),
+    /// Base stage then super-resolution: one of these outputs.
+    SuperResolution(&'static [(u32, u32)]),
 }
 
 /// One model name the API accepts.
@@ -278,7 +244,7 @@ impl ServedModel {
             ),
             Sizes::SuperResolution(list) => list
                 .iter()
-                .map(|p| format!("{}x{}", p.output.0, p.output.1))
+                .map(|(w, h)| format!("{w}x{h}"))
                 .collect::<Vec<_>>()
                 .join(" or "),
         }
@@ -287,7 +253,7 @@ impl ServedModel {
     fn default_size(&self) -> (u32, u32) {
         match &self.sizes {
             Sizes::Base => DEFAULT_BASE_SIZE,
-            Sizes::SuperResolution(list) => list[0].output,
+            Sizes::SuperResolution(list) => list[0],
         }
     }
 }
@@ -297,47 +263,32 @@ impl ServedModel {
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     demo: bool,
-    dit: ModelArg,
-    resolution: ResolutionArg,
-    image: bool,
-    precision: PrecisionArg,
+    mode: Mode,
+    precision: PrecisionChoice,
+    max_memory: Option<u64>,
+    offload: Offload,
     weights_dir: Option<std::path::PathBuf>,
+    /// The longest clip served: what the memory plan is made for.
+    max_seconds: u32,
 }
 
 impl EngineConfig {
     pub fn from_args(args: &ServeArgs) -> Self {
         Self {
             demo: args.demo,
-            dit: args.model,
-            resolution: args.resolution,
-            // The demo model carries every component.
-            image: args.image || args.demo,
+            mode: Mode {
+                dit: args.model,
+                // The demo's image encoder is tiny: always there.
+                image: args.image || args.demo,
+                reference_audio: true,
+                resolution: args.resolution,
+                video_decoder: VideoDecoder::Turbo,
+            },
             precision: args.precision,
+            max_memory: args.max_memory,
+            offload: args.offload,
             weights_dir: args.weights_dir.clone(),
-        }
-    }
-
-    fn mode(&self) -> Mode {
-        Mode {
-            dit: match self.dit {
-                ModelArg::Distilled => Dit::Distill,
-                ModelArg::Base => Dit::Base,
-            },
-            image: self.image,
-            reference_audio: true,
-            resolution: match self.resolution {
-                ResolutionArg::P256 => Resolution::P256,
-                ResolutionArg::P540 => Resolution::P540,
-                ResolutionArg::P1080 => Resolution::P1080,
-            },
-            video_decoder: VideoDecoder::Turbo,
-        }
-    }
-
-    fn weight_format(&self) -> WeightFormat {
-        match self.precision {
-            PrecisionArg::Bf16 => WeightFormat::Dense,
-            PrecisionArg::Fp8 => WeightFormat::FP8,
+            max_seconds: args.max_seconds.min(Limits::default().max_seconds),
         }
     }
 }
@@ -348,35 +299,32 @@ impl EngineConfig {
 pub struct Catalog {
     models: Vec<ServedModel>,
     image: bool,
-    precision: PrecisionArg,
+    precision: PrecisionChoice,
     max_seconds: u32,
     max_prompt_chars: usize,
 }
 
 impl Catalog {
     pub fn new(config: &EngineConfig, max_seconds: u32, max_prompt_chars: usize) -> Self {
-        let base = match config.dit {
-            ModelArg::Distilled => "magihuman-distilled",
-            ModelArg::Base => "magihuman-base",
-        };
+        let base = format!("magihuman-{}", config.mode.dit.name());
         let mut models = vec![ServedModel {
-            name: base.into(),
+            name: base.clone(),
             sizes: Sizes::Base,
         }];
-        let sr = match config.resolution {
-            ResolutionArg::P256 => None,
-            ResolutionArg::P540 => Some(("540p", SR_540P)),
-            ResolutionArg::P1080 => Some(("1080p", SR_1080P)),
+        let sr = match config.mode.resolution {
+            Resolution::P256 => None,
+            Resolution::P540 => Some(SR_540P),
+            Resolution::P1080 => Some(SR_1080P),
         };
-        if let Some((suffix, list)) = sr {
+        if let Some(list) = sr {
             models.push(ServedModel {
-                name: format!("{base}-{suffix}"),
+                name: format!("{base}-{}", config.mode.resolution.name()),
                 sizes: Sizes::SuperResolution(list),
             });
         }
         Self {
             models,
-            image: config.image,
+            image: config.mode.image,
             precision: config.precision,
             // The engine's own bound is the ceiling.
             max_seconds: max_seconds.min(Limits::default().max_seconds),
@@ -466,15 +414,25 @@ impl Catalog {
             ));
         }
         if let Some(p) = &r.precision {
-            if p != self.precision.name() {
+            let served = match self.precision {
+                PrecisionChoice::Bf16 => Some("bf16"),
+                PrecisionChoice::Fp8 => Some("fp8"),
+                PrecisionChoice::Auto => None,
+            };
+            if served != Some(p.as_str()) {
+                let fix = match served {
+                    Some(name) => {
+                        format!("this server runs {name}; leave the field out or send {name:?}")
+                    }
+                    None => {
+                        "this server picks the precision from its memory plan; leave the field \
+                             out (or start it with --precision bf16 or fp8)"
+                            .to_string()
+                    }
+                };
                 return Err(InputError::new(
                     "precision",
-                    format!(
-                        "precision {p:?} is not served here: this server runs {}; leave the \
-                         field out or send {:?}",
-                        self.precision.name(),
-                        self.precision.name()
-                    ),
+                    format!("precision {p:?} is not served here: {fix}"),
                 ));
             }
         }
@@ -532,7 +490,7 @@ impl Catalog {
             }
             Sizes::SuperResolution(list) => list
                 .iter()
-                .map(|p| p.output)
+                .copied()
                 .find(|&out| out == (w, h))
                 .ok_or_else(bad),
         }
@@ -547,25 +505,16 @@ fn request(
     audio: &Path,
 ) -> cadence_core::Result<(GenerationRequest, bool)> {
     let size = (job.width, job.height);
+    // Any super-resolution preset computes the base size the same way.
     let ((w, h), sr_size) = if job.super_resolution {
-        let preset = [SR_540P, SR_1080P]
-            .iter()
-            .flat_map(|l| l.iter())
-            .find(|p| p.output == size)
-            .ok_or_else(|| {
-                CoreError::InvalidInput(format!(
-                    "{}x{} is not a super-resolution size this server makes",
-                    size.0, size.1
-                ))
-            })?;
-        (preset.base, Some(preset.output))
+        Resolution::P540.stage_sizes(Some(size))
     } else {
         (size, None)
     };
     let request = GenerationRequest {
         prompt: job.prompt.clone(),
-        image: job.image.then(|| image.to_path_buf()),
-        audio: job.audio.then(|| audio.to_path_buf()),
+        image: job.image.then(|| InputSource::Path(image.to_path_buf())),
+        audio: job.audio.then(|| InputSource::Path(audio.to_path_buf())),
         seconds: job.seconds,
         width: w,
         height: h,
@@ -583,7 +532,8 @@ pub fn check_uploads(job: &JobInput, uploads: &Uploads, scratch: &Path) -> Resul
         Staged::new(uploads, scratch).map_err(|e| InputError::new("input_reference", e.message))?;
     let (req, _) = request(job, staged.image_path(), staged.audio_path())
         .map_err(|e| InputError::new("prompt", e.to_string()))?;
-    if let Some(path) = &req.image {
+    if req.image.is_some() {
+        let path = staged.image_path();
         load_reference_image(path, req.width, req.height).map_err(|e| {
             InputError::new(
                 "input_reference",
@@ -594,7 +544,8 @@ pub fn check_uploads(job: &JobInput, uploads: &Uploads, scratch: &Path) -> Resul
             )
         })?;
     }
-    if let (Some(path), Some(bytes)) = (&req.audio, &uploads.audio) {
+    if let (true, Some(bytes)) = (req.audio.is_some(), &uploads.audio) {
+        let path = staged.audio_path();
         let audio_error = |why: String| {
             InputError::new(
                 "input_audio",
@@ -721,38 +672,56 @@ pub struct EngineGenerator {
     device: Device,
 }
 
-/// Loads the engine of `config` on `device` (blocking; minutes for real weights).
+/// Loads the engine of `config` on `device` (blocking; minutes for real weights), placed as
+/// its memory plan says for the longest clip served.
 pub fn load(config: &EngineConfig, device: DeviceArg) -> Result<EngineGenerator, GenError> {
-    let weights = config.weight_format();
-    let engine = if config.demo {
-        if device != DeviceArg::Cpu {
-            return Err(GenError::new(
-                GenErrorKind::Device,
-                format!("the demo model runs on the CPU only, not on {device}; use --devices cpu"),
-            ));
-        }
-        Engine::demo_with(config.mode().dit, weights)?
-    } else {
-        let mode = config.mode();
-        let mut options = engine_options(device, mode.resolution != Resolution::P256)?;
-        options.dit_weights = weights;
-        let hub = HubSettings::from_env()
-            .map_err(|e| GenError::new(GenErrorKind::Weights, e.to_string()))?;
-        let root = WeightsRoot::from_settings(config.weights_dir.as_deref(), &hub);
-        let manifest = Manifest::embedded()
-            .map_err(|e| GenError::new(GenErrorKind::Weights, e.to_string()))?;
-        Engine::load(&root, &manifest, &mode, options, &mut ())?
-    };
-    let default_steps = engine.sampler_config().base.num_steps;
     let device = match device {
         DeviceArg::Cpu => Device::Cpu,
         DeviceArg::Cuda(i) => cuda_device(i)?,
     };
+    let weights = if config.demo {
+        if !device.is_cpu() {
+            return Err(GenError::new(
+                GenErrorKind::Device,
+                "the demo model runs on the CPU only; use --devices cpu",
+            ));
+        }
+        WeightsSource::Demo
+    } else {
+        WeightsSource::Folders(model_dirs(config)?)
+    };
+    let ((width, height), sr) = config.mode.resolution.stage_sizes(None);
+    let mut design = GenerationRequest::new("plan");
+    (design.width, design.height, design.seconds) = (width, height, config.max_seconds);
+    (design.sr_width, design.sr_height) = (sr.map(|s| s.0), sr.map(|s| s.1));
+    let engine = EngineBuilder::new(weights)
+        .mode(config.mode)
+        .device(device.clone())
+        .precision(config.precision)
+        .max_memory(config.max_memory)
+        .offload(config.offload)
+        .plan_for(&design)?
+        .build(&mut ())?;
+    let default_steps = engine.sampler_config().base.num_steps;
     Ok(EngineGenerator {
         engine,
         default_steps,
         device,
     })
+}
+
+/// The component folders of the installed weights (a weights folder, or the HF cache).
+fn model_dirs(config: &EngineConfig) -> Result<ModelDirs, GenError> {
+    let weights = |e: cadence_weights::Error| GenError::new(GenErrorKind::Weights, e.to_string());
+    let hub = HubSettings::from_env().map_err(weights)?;
+    let root = WeightsRoot::from_settings(config.weights_dir.as_deref(), &hub);
+    let manifest = Manifest::embedded().map_err(weights)?;
+    let mut dirs = ModelDirs::new();
+    for id in config.mode.components() {
+        let component = manifest.get(id).map_err(weights)?;
+        dirs.insert(id, root.component_dir(component).map_err(weights)?.dir);
+    }
+    Ok(dirs)
 }
 
 fn cuda_device(index: usize) -> Result<Device, GenError> {
@@ -766,28 +735,6 @@ fn cuda_device(index: usize) -> Result<Device, GenError> {
             ),
         )
     })
-}
-
-/// Devices and dtype for `device`: bf16 on a GPU, where the 9B text encoder shares the GPU
-/// unless a super-resolution DiT takes its room.
-fn engine_options(device: DeviceArg, super_resolution: bool) -> Result<EngineOptions, GenError> {
-    match device {
-        DeviceArg::Cpu => Ok(EngineOptions::cpu()),
-        DeviceArg::Cuda(i) => {
-            let gpu = cuda_device(i)?;
-            Ok(EngineOptions {
-                text_device: if super_resolution {
-                    Device::Cpu
-                } else {
-                    gpu.clone()
-                },
-                device: gpu,
-                dtype: DType::BF16,
-                keep_text_encoder: false,
-                dit_weights: WeightFormat::Dense,
-            })
-        }
-    }
 }
 
 impl ClipGenerator for EngineGenerator {
@@ -1027,7 +974,16 @@ mod tests {
         assert_eq!(c.resolve(&r, 1).unwrap_err().param, "input_reference");
         let mut r = requested("a cat");
         r.precision = Some("fp8".into());
-        assert!(c.resolve(&r, 1).unwrap_err().message.contains("runs bf16"));
+        let e = c.resolve(&r, 1).unwrap_err().message;
+        assert!(
+            e.contains("picks the precision from its memory plan"),
+            "{e}"
+        );
+        let forced = catalog(&["--demo", "--precision", "bf16"]);
+        let e = forced.resolve(&r, 1).unwrap_err().message;
+        assert!(e.contains("runs bf16"), "{e}");
+        r.precision = Some("bf16".into());
+        assert!(forced.resolve(&r, 1).is_ok());
         let mut r = requested("a cat");
         r.steps = Some(0);
         assert_eq!(c.resolve(&r, 1).unwrap_err().param, "steps");
