@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use cadence_pipeline::memory::{parse_memory_size, Offload, PrecisionChoice};
+use cadence_pipeline::memory::MemoryArgs;
 use cadence_pipeline::models::{BaseModel, Resolution, VideoDecoder};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -167,28 +167,6 @@ GPU). For each stage (encode, base, sr, decode) it lists what is on the device a
 the placements chosen: DiTs and text encoder resident, visiting (on the device only for their
 stage) or streamed (their layers copied a few at a time). The exit code is 0 when a plan fits
 the budget, 5 when none does (the message names the smallest budget that would do).";
-
-/// Where the models may go in device memory; shared by generate and plan.
-#[derive(Debug, Clone, Args)]
-pub struct MemoryArgs {
-    /// How the DiTs hold their GEMM weights.
-    #[arg(long, value_enum, default_value_t = PrecisionChoice::Auto)]
-    pub precision: PrecisionChoice,
-    /// Device memory the run may use, e.g. 24GB, 80GiB [default: what the device has free].
-    #[arg(long, value_name = "SIZE", value_parser = memory_size)]
-    pub max_memory: Option<u64>,
-    /// Which offloading the memory plan may use.
-    #[arg(long, value_enum, default_value_t = Offload::Auto)]
-    pub offload: Offload,
-}
-
-/// `--max-memory`, with the library's message on a bad value.
-fn memory_size(text: &str) -> Result<u64, String> {
-    parse_memory_size(text).map_err(|e| match e {
-        cadence_core::Error::InvalidInput(m) => m,
-        other => other.to_string(),
-    })
-}
 
 /// `--seconds`: whole seconds, with a message that says so.
 fn whole_seconds(text: &str) -> Result<u32, String> {

@@ -531,6 +531,32 @@ pub fn parse_memory_size(text: &str) -> Result<u64> {
     Ok((value * scale) as u64)
 }
 
+/// The memory flags of the front ends (`--precision`, `--max-memory`, `--offload`), as a clap
+/// `Args` group both the CLI and the server flatten into their commands.
+#[cfg(feature = "clap")]
+#[derive(Debug, Clone, clap::Args)]
+pub struct MemoryArgs {
+    /// How the DiTs hold their GEMM weights.
+    #[arg(long, value_enum, default_value_t = PrecisionChoice::Auto)]
+    pub precision: PrecisionChoice,
+    /// Device memory the engine may use, e.g. 24GB, 80GiB [default: what the device has free];
+    /// the models are placed to fit it (see `cadence plan`).
+    #[arg(long, value_name = "SIZE", value_parser = memory_flag)]
+    pub max_memory: Option<u64>,
+    /// Which offloading the memory plan may use.
+    #[arg(long, value_enum, default_value_t = Offload::Auto)]
+    pub offload: Offload,
+}
+
+/// `--max-memory`, with [`parse_memory_size`]'s message on a bad value.
+#[cfg(feature = "clap")]
+fn memory_flag(text: &str) -> std::result::Result<u64, String> {
+    parse_memory_size(text).map_err(|e| match e {
+        Error::InvalidInput(m) => m,
+        other => other.to_string(),
+    })
+}
+
 /// The plan of the first arrangement of the ladder (module docs) whose every stage fits the
 /// budget, or an error naming the smallest budget any allowed arrangement needs and the fix.
 pub fn plan_memory(

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use cadence_pipeline::memory::{parse_memory_size, Offload, PrecisionChoice};
+use cadence_pipeline::memory::MemoryArgs;
 use cadence_pipeline::models::{BaseModel, Resolution};
 use clap::Args;
 
@@ -34,16 +34,9 @@ pub struct ServeArgs {
     /// Load the image encoder, so requests may carry an `input_reference` image.
     #[arg(long)]
     pub image: bool,
-    /// How the DiTs hold their GEMM weights.
-    #[arg(long, value_enum, default_value_t = PrecisionChoice::Auto)]
-    pub precision: PrecisionChoice,
-    /// Device memory each worker's engine may use, e.g. 24GB [default: what the device has
-    /// free]; the memory plan places the models to fit it (see `cadence plan`).
-    #[arg(long, value_name = "SIZE", value_parser = memory_size)]
-    pub max_memory: Option<u64>,
-    /// Which offloading the memory plan may use.
-    #[arg(long, value_enum, default_value_t = Offload::Auto)]
-    pub offload: Offload,
+    /// Precision and memory placement of each worker's engine.
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// A folder with one sub-folder per component, searched before the Hugging Face cache.
     #[arg(long, value_name = "DIR", env = "CADENCE_WEIGHTS_DIR")]
     pub weights_dir: Option<PathBuf>,
@@ -96,14 +89,6 @@ pub struct ServeArgs {
     /// On SIGTERM, seconds to let the running job finish before it is stopped and requeued.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub grace: u64,
-}
-
-/// `--max-memory`, with the library's message on a bad value.
-fn memory_size(text: &str) -> Result<u64, String> {
-    parse_memory_size(text).map_err(|e| match e {
-        cadence_core::Error::InvalidInput(m) => m,
-        other => other.to_string(),
-    })
 }
 
 /// One device of `--devices`.

@@ -284,9 +284,9 @@ impl EngineConfig {
                 resolution: args.resolution,
                 video_decoder: VideoDecoder::Turbo,
             },
-            precision: args.precision,
-            max_memory: args.max_memory,
-            offload: args.offload,
+            precision: args.memory.precision,
+            max_memory: args.memory.max_memory,
+            offload: args.memory.offload,
             weights_dir: args.weights_dir.clone(),
             max_seconds: args.max_seconds.min(Limits::default().max_seconds),
         }
