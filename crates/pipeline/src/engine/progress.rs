@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 
-use cadence_core::Result;
 pub use cadence_core::CancelToken;
+use cadence_core::Result;
 
 use super::flops::DitWork;
 use super::sink::ClipInfo;
