@@ -54,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("mux: {:.2} s", mux.as_secs_f64());
     println!(
         "wrote {} ({}x{}, {} frames, {:.2} s, seed {}{})",
-        summary.path.display(),
+        output.display(),
         report.info.width,
         report.info.height,
         summary.frames,

@@ -9,7 +9,7 @@ pub mod layers;
 use std::collections::VecDeque;
 use std::path::Path;
 
-use cadence_core::{Error, Result, TensorSpec};
+use cadence_core::{CancelToken, Error, Result, TensorSpec};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
@@ -124,16 +124,16 @@ impl Oobleck {
     }
 
     /// Latent `[B, 64, T]` (or unbatched `[64, T]`) -> waveform `[B, 2, 2048·T]` (`[1, 2, ·]`
-    /// for unbatched input, as the reference's broadcast gives).
-    pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
+    /// for unbatched input, as the reference's broadcast gives). Stops with
+    /// [`Error::Cancelled`] within one residual unit of `cancel` being set.
+    pub fn decode(&self, latent: &Tensor, cancel: &CancelToken) -> Result<Tensor> {
         let x = batched(latent, self.cfg.latent_dim, "latent")?;
-        Ok(self
-            .decoder
-            .forward(&x.to_dtype(DType::F32)?.to_device(&self.device)?)?)
+        self.decoder
+            .forward(&x.to_dtype(DType::F32)?.to_device(&self.device)?, cancel)
     }
 
     /// The encoder output before the bottleneck, `[B, 128, floor(N / 2048)]` (mean, then scale).
-    pub fn encode_pre_bottleneck(&self, audio: &Tensor) -> Result<Tensor> {
+    pub fn encode_pre_bottleneck(&self, audio: &Tensor, cancel: &CancelToken) -> Result<Tensor> {
         let x = batched(audio, self.cfg.encoder.in_channels, "waveform")?;
         let len = x.dim(2)?;
         if len < self.cfg.downsampling_ratio {
@@ -142,15 +142,19 @@ impl Oobleck {
                 self.cfg.downsampling_ratio
             )));
         }
-        Ok(self
-            .encoder
-            .forward(&x.to_dtype(DType::F32)?.to_device(&self.device)?)?)
+        self.encoder
+            .forward(&x.to_dtype(DType::F32)?.to_device(&self.device)?, cancel)
     }
 
     /// Waveform `[B, 2, N]` (or `[2, N]`) -> latent `[B, 64, floor(N / 2048)]`, sampled as the
     /// reference does: `noise · (softplus(scale) + 1e-4) + mean`.
-    pub fn encode(&self, audio: &Tensor, noise: &mut dyn BottleneckNoise) -> Result<Tensor> {
-        bottleneck_sample(&self.encode_pre_bottleneck(audio)?, noise)
+    pub fn encode(
+        &self,
+        audio: &Tensor,
+        noise: &mut dyn BottleneckNoise,
+        cancel: &CancelToken,
+    ) -> Result<Tensor> {
+        bottleneck_sample(&self.encode_pre_bottleneck(audio, cancel)?, noise)
     }
 }
 

@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use cadence_core::fixtures::Case;
-use cadence_core::{Error, Result};
+use cadence_core::{CancelToken, Error, Result};
 
 use super::checker::{suffix, Checker};
 use crate::audio_glue::resample_51200_to_44100;
@@ -32,20 +32,25 @@ fn load(case: &Case, device: &Device) -> Result<Oobleck> {
 pub(super) fn check_oobleck(case: &Case, device: &Device) -> Result<()> {
     let vae = load(case, device)?;
     let c = Checker::new(case, device)?;
+    // Parity runs are never cancelled.
+    let never = CancelToken::new();
     let latent = c.get("in.latent")?;
-    c.check("out.waveform", &vae.decode(&latent)?)?;
+    c.check("out.waveform", &vae.decode(&latent, &never)?)?;
     // The pipeline decodes unbatched latents; same result.
-    c.check("out.waveform", &vae.decode(&latent.squeeze(0)?)?)?;
+    c.check("out.waveform", &vae.decode(&latent.squeeze(0)?, &never)?)?;
     let wave = c.get("in.waveform")?;
-    let h = vae.encode_pre_bottleneck(&wave)?;
+    let h = vae.encode_pre_bottleneck(&wave, &never)?;
     if c.has("mid.pre_bottleneck") {
         c.check("mid.pre_bottleneck", &h)?;
     }
-    c.check("out.latent_mean", &vae.encode(&wave, &mut MeanOnly)?)?;
+    c.check(
+        "out.latent_mean",
+        &vae.encode(&wave, &mut MeanOnly, &never)?,
+    )?;
     let noise = c.get("in.noise")?;
     c.check(
         "out.latent_sample",
-        &vae.encode(&wave, &mut ReplayNoise::new([noise]))?,
+        &vae.encode(&wave, &mut ReplayNoise::new([noise]), &never)?,
     )?;
     c.finish()
 }
@@ -73,6 +78,7 @@ fn reference_cfg(case: &Case) -> Result<(ReferenceAudioConfig, Option<f64>)> {
 pub(super) fn check_audio_post(case: &Case, device: &Device) -> Result<()> {
     let vae = load(case, device)?;
     let c = Checker::new(case, device)?;
+    let never = CancelToken::new();
     // (a) the 441/512 FFT resample: in.wave_<x> -> out.wave_<x>_resampled
     for input in c.names("in.wave_") {
         let tag = suffix(&input, "in.wave_");
@@ -83,9 +89,15 @@ pub(super) fn check_audio_post(case: &Case, device: &Device) -> Result<()> {
     // (b) post_process: DiT latent -> 51.2 kHz decode -> 44.1 kHz
     let latent = c.get("in.latent_audio")?;
     if c.has("mid.audio_51200") {
-        c.check("mid.audio_51200", &vae.decode(&latent.squeeze(0)?.t()?)?)?;
+        c.check(
+            "mid.audio_51200",
+            &vae.decode(&latent.squeeze(0)?.t()?, &never)?,
+        )?;
     }
-    c.check("out.audio_44100", &latent_to_waveform_44100(&vae, &latent)?)?;
+    c.check(
+        "out.audio_44100",
+        &latent_to_waveform_44100(&vae, &latent, &never)?,
+    )?;
     // (c) reference audio: in.<clip>_pcm_s16 with replayed noise and with zero noise
     let (cfg, seconds) = reference_cfg(case)?;
     for pcm_name in c
@@ -106,7 +118,7 @@ pub(super) fn check_audio_post(case: &Case, device: &Device) -> Result<()> {
             .map(|n| c.get(n))
             .collect::<Result<_>>()?;
         let mut replay = ReplayNoise::new(noise);
-        let sampled = encode_reference_audio(&vae, &wave, seconds, &cfg, &mut replay)?;
+        let sampled = encode_reference_audio(&vae, &wave, seconds, &cfg, &mut replay, &never)?;
         for (k, h) in sampled.window_pre_bottleneck.iter().enumerate() {
             let name = format!("mid.{clip}_chunk{k}_pre_bottleneck");
             if c.has(&name) {
@@ -114,7 +126,7 @@ pub(super) fn check_audio_post(case: &Case, device: &Device) -> Result<()> {
             }
         }
         c.check(&format!("out.{clip}_latent_sample"), &sampled.latent)?;
-        let mean = encode_reference_audio(&vae, &wave, seconds, &cfg, &mut MeanOnly)?;
+        let mean = encode_reference_audio(&vae, &wave, seconds, &cfg, &mut MeanOnly, &never)?;
         c.check(&format!("out.{clip}_latent_mean"), &mean.latent)?;
     }
     c.finish()

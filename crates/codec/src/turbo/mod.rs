@@ -15,7 +15,7 @@ pub mod decoder;
 use std::ops::Range;
 use std::path::Path;
 
-use cadence_core::{Error, Result, TensorSpec};
+use cadence_core::{CancelToken, Error, Result, TensorSpec};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
@@ -179,23 +179,31 @@ impl TurboVaed {
         Ok((z, plan))
     }
 
-    /// Decodes one window of de-normalised latents (untrimmed output, compute dtype).
-    pub fn decode_window(&self, z: &Tensor, first_chunk: bool) -> Result<Tensor> {
-        Ok(self.decoder.forward(z, first_chunk)?)
+    /// Decodes one window of de-normalised latents (untrimmed output, compute dtype); stops
+    /// with [`Error::Cancelled`] within one decoder block of `cancel` being set.
+    pub fn decode_window(
+        &self,
+        z: &Tensor,
+        first_chunk: bool,
+        cancel: &CancelToken,
+    ) -> Result<Tensor> {
+        self.decoder.forward(z, first_chunk, cancel)
     }
 
     /// Decodes a normalised latent `[B, 48, T, h, w]` window by window, handing each window's
-    /// final frames (float32 `[B, 3, t, 16h, 16w]`, not clamped) to `on_chunk` in order.
+    /// final frames (float32 `[B, 3, t, 16h, 16w]`, not clamped) to `on_chunk` in order. Stops
+    /// with [`Error::Cancelled`] within one decoder block of `cancel` being set.
     pub fn decode_streaming(
         &self,
         latent: &Tensor,
+        cancel: &CancelToken,
         mut on_chunk: impl FnMut(VideoChunk) -> Result<()>,
     ) -> Result<()> {
         let (z, plan) = self.prepare(latent)?;
         let mut emitted = 0;
         for w in &plan.windows {
             let zw = z.narrow(2, w.latents.start, w.latents.len())?;
-            let out = self.decode_window(&zw, w.first_chunk)?;
+            let out = self.decode_window(&zw, w.first_chunk, cancel)?;
             let len = out.dim(2)?;
             let keep = len
                 .checked_sub(w.drop_front + w.drop_back)
@@ -220,9 +228,9 @@ impl TurboVaed {
     }
 
     /// [`TurboVaed::decode_streaming`] collected into one `[B, 3, 1 + 4(T-1), 16h, 16w]` tensor.
-    pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
+    pub fn decode(&self, latent: &Tensor, cancel: &CancelToken) -> Result<Tensor> {
         let mut chunks = Vec::new();
-        self.decode_streaming(latent, |c| {
+        self.decode_streaming(latent, cancel, |c| {
             chunks.push(c.video);
             Ok(())
         })?;

@@ -384,7 +384,9 @@ impl Engine {
             let pixels = image
                 .to_tensor(&self.options.device)?
                 .to_dtype(self.options.dtype)?;
-            Ok(wan.encode_image(&pixels)?.to_dtype(DType::F32)?)
+            Ok(wan
+                .encode_image(&pixels, &CancelToken::new())?
+                .to_dtype(DType::F32)?)
         };
         Ok(ImageLatents {
             base: encode_at(valid.base)?,
@@ -404,6 +406,7 @@ impl Engine {
             Some(seconds),
             &ReferenceAudioConfig::default(),
             &mut noise,
+            &CancelToken::new(),
         )?;
         let latent = audio_latent_from_vae_layout(&encoded.latent)?;
         let frames = latent.dim(1)?;
@@ -438,18 +441,18 @@ impl Engine {
             Ok(())
         };
         match &self.video_decoder {
-            VideoDecoder::Turbo(turbo) => turbo.decode_streaming(&latent, &mut on_chunk),
+            VideoDecoder::Turbo(turbo) => turbo.decode_streaming(&latent, cancel, &mut on_chunk),
             VideoDecoder::Wan => self
                 .wan
                 .as_ref()
                 .ok_or_else(|| Error::Config("the Wan decoder is selected but not loaded".into()))?
-                .decode_streaming(&latent, &mut on_chunk),
+                .decode_streaming(&latent, cancel, &mut on_chunk),
         }
     }
 
     /// The generated audio latent to interleaved stereo at 44.1 kHz.
     fn decode_audio(&self, latents: &SampledLatents) -> Result<Vec<f32>> {
-        let wave = latent_to_waveform_44100(&self.audio_vae, &latents.audio)?; // [N, 2]
+        let wave = latent_to_waveform_44100(&self.audio_vae, &latents.audio, &CancelToken::new())?; // [N, 2]
         Ok(wave.clamp(-1f32, 1f32)?.flatten_all()?.to_vec1::<f32>()?)
     }
 }
