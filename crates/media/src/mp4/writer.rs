@@ -8,7 +8,7 @@ use cadence_core::{Error, Result};
 
 use super::aac::{new_encoder, AacBackend, AacEncoder, AccessUnit, AAC_FRAME};
 use super::avc::{annex_b_to_sample, ParameterSets};
-use super::edit_list::TrackEdit;
+use super::edit_list::{rescale, TrackEdit};
 use super::moov::{self, AudioTrack, VideoTrack};
 use super::sample_table::{MediaData, SampleTable};
 use super::segments::{EncodedFrame, SegmentPool, SegmentSettings};
@@ -152,7 +152,8 @@ pub struct Mp4Summary {
     pub path: Option<PathBuf>,
     /// Video frames.
     pub frames: u64,
-    /// Presented audio samples per channel (0 if no audio was pushed).
+    /// Presented audio samples per channel (0 if no audio was pushed); audio pushed past the
+    /// last frame is not presented.
     pub audio_samples: u64,
     /// Video duration in seconds.
     pub video_seconds: f64,
@@ -516,7 +517,15 @@ impl Mp4Writer {
                 media_duration: frames * u64::from(self.frame_ticks),
             },
         };
-        let audio = timeline.map(|t| AudioTrack {
+        // The soundtrack ends with the last frame (the reference's mux keeps the shortest
+        // stream): its edit presents at most the video's length, rounded to whole samples.
+        let video_samples = rescale(
+            frames * u64::from(self.video.fps_den),
+            self.video.fps_num,
+            self.audio.sample_rate,
+        );
+        let presented = timeline.map(|t| t.samples.min(video_samples));
+        let audio = timeline.zip(presented).map(|(t, samples)| AudioTrack {
             sample_rate: self.audio.sample_rate,
             channels: self.audio.channels,
             asc: self.aac.audio_specific_config(),
@@ -525,7 +534,7 @@ impl Mp4Writer {
             frame_samples: AAC_FRAME,
             edit: TrackEdit {
                 media_time: t.priming,
-                media_duration: t.samples,
+                media_duration: samples,
             },
         });
         let movie_timescale = match &audio {
@@ -570,7 +579,7 @@ impl Mp4Writer {
                 moov.len()
             )));
         }
-        let audio_samples = timeline.map_or(0, |t| t.samples);
+        let audio_samples = presented.unwrap_or(0);
 
         // Write errors (a full disk, a closed socket) are I/O errors of the output.
         let name = self.name();
