@@ -17,6 +17,11 @@ pub use config::OobleckConfig;
 
 use crate::loader::{record_specs, StateDict};
 
+/// Stable Audio Open's checkpoint file name in its component folder (`weights.toml`).
+pub const CHECKPOINT_FILE: &str = "model.safetensors";
+/// Its config's file name in the same folder.
+pub const CONFIG_FILE: &str = "model_config.json";
+
 /// Key prefix of the VAE inside Stable Audio Open's `model.safetensors`.
 pub const CHECKPOINT_PREFIX: &str = "pretransform.model.";
 
@@ -91,14 +96,33 @@ impl Oobleck {
         model_config: impl AsRef<Path>,
         device: &Device,
     ) -> Result<Self> {
-        let cfg = OobleckConfig::from_model_config(model_config)?;
-        let sd = StateDict::from_safetensors(model, CHECKPOINT_PREFIX)?;
+        let (sd, cfg) = Self::open(model, model_config)?;
         Self::from_state_dict(&sd, &cfg, device)
+    }
+
+    /// Every check [`Oobleck::load`] makes (config, safetensors header, keys, shapes, dtypes)
+    /// without reading a weight: what `cadence check` runs.
+    pub fn check_files(model: impl AsRef<Path>, model_config: impl AsRef<Path>) -> Result<()> {
+        let (sd, cfg) = Self::open(model, model_config)?;
+        Self::verify(&sd, &cfg)
+    }
+
+    fn open(
+        model: impl AsRef<Path>,
+        model_config: impl AsRef<Path>,
+    ) -> Result<(StateDict, OobleckConfig)> {
+        let cfg = OobleckConfig::from_model_config(model_config)?;
+        Ok((StateDict::from_safetensors(model, CHECKPOINT_PREFIX)?, cfg))
+    }
+
+    /// Fails unless `sd` holds exactly the tensors of `cfg`, in types the model reads.
+    pub fn verify(sd: &StateDict, cfg: &OobleckConfig) -> Result<()> {
+        sd.verify(&Self::tensor_specs(cfg)?)
     }
 
     /// Builds from any [`StateDict`] with the reference's key names (`encoder.*`, `decoder.*`).
     pub fn from_state_dict(sd: &StateDict, cfg: &OobleckConfig, device: &Device) -> Result<Self> {
-        sd.verify(&Self::tensor_specs(cfg)?)?;
+        Self::verify(sd, cfg)?;
         Self::new(&sd.var_builder(DType::F32, device), cfg)
     }
 

@@ -25,6 +25,11 @@ use crate::loader::ckpt::LightningLayout;
 use crate::loader::{record_specs, StateDict};
 use crate::video::{LatentNorm, VideoChunk};
 
+/// The released checkpoint's file name in its component folder (`weights.toml`).
+pub const CHECKPOINT_FILE: &str = "checkpoint-340000.ckpt";
+/// The released config's file name in the same folder.
+pub const CONFIG_FILE: &str = "TurboV3-Wan22-TinyShallow_7_7.json";
+
 /// How the released checkpoint wraps the decoder's weights.
 pub const CHECKPOINT_LAYOUT: LightningLayout<'static> = LightningLayout {
     entry: "ema_state_dict",
@@ -121,9 +126,31 @@ impl TurboVaed {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let cfg = TurboConfig::from_file(config_json)?;
-        let sd = StateDict::from_lightning_ckpt(ckpt, CHECKPOINT_LAYOUT)?;
+        let (sd, cfg) = Self::open(ckpt, config_json)?;
         Self::from_state_dict(&sd, &cfg, dtype, device)
+    }
+
+    /// Every check [`TurboVaed::load`] makes (config, zip container, pickle rules, keys, shapes,
+    /// dtypes) without reading a weight: what `cadence check` runs.
+    pub fn check_files(ckpt: impl AsRef<Path>, config_json: impl AsRef<Path>) -> Result<()> {
+        let (sd, cfg) = Self::open(ckpt, config_json)?;
+        Self::verify(&sd, &cfg)
+    }
+
+    fn open(
+        ckpt: impl AsRef<Path>,
+        config_json: impl AsRef<Path>,
+    ) -> Result<(StateDict, TurboConfig)> {
+        let cfg = TurboConfig::from_file(config_json)?;
+        Ok((
+            StateDict::from_lightning_ckpt(ckpt, CHECKPOINT_LAYOUT)?,
+            cfg,
+        ))
+    }
+
+    /// Fails unless `sd` holds exactly the tensors of `cfg`, in types the model reads.
+    pub fn verify(sd: &StateDict, cfg: &TurboConfig) -> Result<()> {
+        sd.verify(&Self::tensor_specs(cfg)?)
     }
 
     /// Builds from any [`StateDict`] with the reference's key names (`decoder.*`).
@@ -133,7 +160,7 @@ impl TurboVaed {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        sd.verify(&Self::tensor_specs(cfg)?)?;
+        Self::verify(sd, cfg)?;
         Self::new(&sd.var_builder(dtype, device), cfg)
     }
 

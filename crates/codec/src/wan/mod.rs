@@ -23,6 +23,9 @@ use self::blocks::{CausalConv3d, StreamState};
 use crate::loader::{record_specs, StateDict};
 use crate::video::{patchify, unpatchify, LatentNorm, VideoChunk};
 
+/// The released checkpoint's file name in its component folder (`weights.toml`).
+pub const CHECKPOINT_FILE: &str = "Wan2.2_VAE.pth";
+
 /// Everything one encode computes, for inspection (the latent is what callers want).
 #[derive(Debug, Clone)]
 pub struct WanEncoding {
@@ -57,6 +60,17 @@ impl WanVae {
         Self::from_state_dict(&StateDict::from_pth(pth)?, cfg, dtype, device)
     }
 
+    /// Every check [`WanVae::load`] makes (zip container, pickle rules, keys, shapes, dtypes)
+    /// without reading a weight: what `cadence check` runs.
+    pub fn check_files(pth: impl AsRef<Path>, cfg: &WanConfig) -> Result<()> {
+        Self::verify(&StateDict::from_pth(pth)?, cfg)
+    }
+
+    /// Fails unless `sd` holds exactly the tensors of `cfg`, in types the model reads.
+    pub fn verify(sd: &StateDict, cfg: &WanConfig) -> Result<()> {
+        sd.verify(&Self::tensor_specs(cfg)?)
+    }
+
     /// Builds from any [`StateDict`] holding the reference's key names.
     pub fn from_state_dict(
         sd: &StateDict,
@@ -64,7 +78,7 @@ impl WanVae {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        sd.verify(&Self::tensor_specs(cfg)?)?;
+        Self::verify(sd, cfg)?;
         Self::new(&sd.var_builder(dtype, device), cfg)
     }
 
