@@ -1,13 +1,16 @@
-//! `cadence check`: is every file a mode needs on disk and sound, and do the checkpoints hold
-//! the tensors the models expect?
+//! `cadence check`: is every file a mode needs on disk and sound, and would the loaders accept
+//! it? Each component is verified by its loader's own check (format, pickle rules, keys,
+//! shapes, dtypes, completeness), so `check` reports what `generate` would refuse, with the
+//! same reason.
 
 use std::path::Path;
 use std::str::FromStr;
 
-use cadence_core::{Checkpoint, TensorSpec};
-use cadence_model::DitVariant;
+use cadence_codec::{oobleck, turbo, wan, Oobleck, TurboVaed, WanConfig, WanVae};
+use cadence_core::Error;
+use cadence_model::{DitModel, DitVariant};
 use cadence_pipeline::models::ids;
-use cadence_text::{TextEncoderConfig, ENCODER_PREFIX};
+use cadence_text::TextEncoder;
 use cadence_weights::{check, CheckOptions, CheckReport, Component, FileStatus, LayoutCheck};
 
 use crate::args::CheckArgs;
@@ -83,52 +86,43 @@ fn render(report: &CheckReport) -> String {
     out
 }
 
-/// Opens DiT and text-encoder checkpoints and compares every tensor name and shape with what
-/// the loaders will ask for; other components are checked at the file level only.
+/// Runs each component's loader verification on its folder.
 pub struct ModelLayout;
 
 impl LayoutCheck for ModelLayout {
     fn check(&self, component: &Component, dir: &Path) -> Vec<String> {
-        let expected = match expected_tensors(&component.id, dir) {
-            Ok(Some(e)) => e,
-            Ok(None) => return Vec::new(),
-            Err(e) => return vec![e.to_string()],
-        };
-        let (prefix, specs) = expected;
-        let checkpoint = match Checkpoint::open(dir) {
-            Ok(c) => c,
-            Err(e) => return vec![e.to_string()],
-        };
-        let report = checkpoint.mismatch_report(prefix, &specs);
-        let lines: Vec<String> = report.lines().map(|l| l.trim().to_string()).collect();
-        condense(lines)
+        match verify_component(&component.id, dir) {
+            Ok(()) => Vec::new(),
+            Err(Error::KeyMismatch { report, .. }) => {
+                condense(report.lines().map(|l| l.trim().to_string()).collect())
+            }
+            Err(e) => vec![e.to_string()],
+        }
     }
 }
 
-/// The key prefix and tensors a component's loader expects, decided as the loaders decide:
-/// the folder's `config.json` when there is one, else the published model's preset.
-fn expected_tensors(
-    id: &str,
-    dir: &Path,
-) -> cadence_core::Result<Option<(&'static str, Vec<TensorSpec>)>> {
-    let config = dir.join("config.json");
+/// The check the loader of component `id` makes before reading a weight, on `dir`: the same
+/// function, so the verdict and its reason are the loader's. Components without weights of
+/// their own pass.
+fn verify_component(id: &str, dir: &Path) -> cadence_core::Result<()> {
     if let Ok(variant) = DitVariant::from_str(id) {
-        let dit = if config.is_file() {
-            cadence_model::DitConfig::from_json_file(&config)?
-        } else {
-            variant.config()
-        };
-        return Ok(Some(("", cadence_model::weights::expected_tensors(&dit))));
+        return DitModel::check_dir(dir, variant);
     }
-    if id == ids::T5GEMMA {
-        let text = if config.is_file() {
-            TextEncoderConfig::from_file(&config)?
-        } else {
-            TextEncoderConfig::t5gemma_9b()
-        };
-        return Ok(Some((ENCODER_PREFIX, text.tensor_specs())));
+    match id {
+        ids::T5GEMMA => TextEncoder::check_dir(dir),
+        ids::TURBO_VAE => TurboVaed::check_files(
+            dir.join(turbo::CHECKPOINT_FILE),
+            dir.join(turbo::CONFIG_FILE),
+        ),
+        ids::WAN_VAE => {
+            WanVae::check_files(dir.join(wan::CHECKPOINT_FILE), &WanConfig::wan22_ti2v_5b())
+        }
+        ids::STABLE_AUDIO => Oobleck::check_files(
+            dir.join(oobleck::CHECKPOINT_FILE),
+            dir.join(oobleck::CONFIG_FILE),
+        ),
+        _ => Ok(()),
     }
-    Ok(None)
 }
 
 /// At most [`MAX_LAYOUT_LINES`] problems, then how many more there are.
@@ -155,21 +149,20 @@ mod tests {
     }
 
     #[test]
-    fn only_dits_and_the_text_encoder_have_tensor_checks() {
-        let dir = Path::new("/nonexistent");
-        for id in ["base", "distill", "540p_sr", "1080p_sr"] {
-            let (prefix, specs) = expected_tensors(id, dir).unwrap().unwrap();
-            assert_eq!(prefix, "");
-            assert!(
-                specs.iter().any(|s| s.name.starts_with("block.layers.39.")),
-                "{id}"
-            );
+    fn every_component_with_weights_is_verified() {
+        let dir = Path::new("/nonexistent-cadence-weights");
+        for id in [
+            "base",
+            "distill",
+            "540p_sr",
+            "1080p_sr",
+            "t5gemma",
+            "turbo_vae",
+            "wan_vae",
+            "stable_audio",
+        ] {
+            assert!(verify_component(id, dir).is_err(), "{id} was not checked");
         }
-        let (prefix, specs) = expected_tensors("t5gemma", dir).unwrap().unwrap();
-        assert_eq!(prefix, "model.encoder.");
-        assert!(specs.iter().any(|s| s.name == "embed_tokens.weight"));
-        for id in ["turbo_vae", "stable_audio", "wan_vae"] {
-            assert!(expected_tensors(id, dir).unwrap().is_none(), "{id}");
-        }
+        assert!(verify_component("a_future_tokenizer_only_component", dir).is_ok());
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use cadence_pipeline::engine::{EngineBuilder, Mp4Sink, PreparedRequest, WeightsSource};
-use cadence_pipeline::{GenerationRequest, InputSource, Limits, Mode};
+use cadence_pipeline::{GenerationRequest, Limits, Mode};
 use cadence_weights::{check, CheckOptions};
 
 use crate::args::GenerateArgs;
@@ -192,8 +192,8 @@ fn request(
     let (base, sr) = mode.resolution.stage_sizes(args.width.zip(args.height));
     GenerationRequest {
         prompt,
-        image: args.image.clone().map(InputSource::Path),
-        audio: args.audio.clone().map(InputSource::Path),
+        image: args.image.clone().map(Into::into),
+        audio: args.audio.clone().map(Into::into),
         seconds: args
             .seconds
             .unwrap_or(if demo { DEMO_SECONDS } else { SECONDS }),

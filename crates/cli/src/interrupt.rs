@@ -71,7 +71,7 @@ fn on_interrupt(shared: &Shared) {
     }
     if shared.cancel.is_cancelled() {
         eprintln!(
-            "\ninterrupted again: quitting now (a temporary file may be left beside the output)"
+            "\ninterrupted again: quitting now (the unfinished clip's files are unnamed, so none is left)"
         );
         std::process::exit(ExitKind::Interrupted.code().into());
     }

@@ -109,7 +109,7 @@ impl Summary {
             .collect();
         let info = &f.report.info;
         Self {
-            output: f.mp4.path.clone(),
+            output: f.mp4.path.clone().unwrap_or_default(),
             bytes: f.mp4.bytes,
             demo: f.report.demo,
             model: f.model,

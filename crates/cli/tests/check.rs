@@ -1,15 +1,19 @@
 //! `cadence check` on real folders: an empty one, the fixtures' loader samples (real container
-//! formats), damaged copies of them, and DiT / text-encoder checkpoints built from the parity
-//! fixtures' tiny weights (the tensor-level layout check).
+//! formats, partial checkpoints), damaged copies of them, and DiT / text-encoder / audio-VAE
+//! checkpoints built from the parity fixtures' tiny weights. Wherever `check` refuses a
+//! component, the loader `generate` uses refuses it with the same reason.
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use cadence_codec::{oobleck, turbo, wan, Oobleck, TurboVaed, WanConfig, WanVae};
 use cadence_core::fixtures::{cases_of, check_all, root, Case};
 use cadence_core::{Error, Result};
+use cadence_model::{DitModel, DitVariant};
 use cadence_weights::Manifest;
+use candle_core::{DType, Device};
 use serde_json::Value;
 use support::{cadence, run};
 
@@ -117,8 +121,50 @@ fn check_args<'a>(weights: &'a str, ids: &'a [String]) -> Vec<&'a str> {
     args
 }
 
+/// What the loader of codec component `id` says about the folder `dir`: the error `generate`
+/// would stop with.
+fn codec_loader_error(id: &str, dir: &Path) -> String {
+    let dev = Device::Cpu;
+    let result = match id {
+        "turbo_vae" => TurboVaed::load(
+            dir.join(turbo::CHECKPOINT_FILE),
+            dir.join(turbo::CONFIG_FILE),
+            DType::F32,
+            &dev,
+        )
+        .map(drop),
+        "wan_vae" => WanVae::load(
+            dir.join(wan::CHECKPOINT_FILE),
+            &WanConfig::wan22_ti2v_5b(),
+            DType::F32,
+            &dev,
+        )
+        .map(drop),
+        "stable_audio" => Oobleck::load(
+            dir.join(oobleck::CHECKPOINT_FILE),
+            dir.join(oobleck::CONFIG_FILE),
+            &dev,
+        )
+        .map(drop),
+        other => panic!("no codec loader for {other}"),
+    };
+    result
+        .err()
+        .unwrap_or_else(|| panic!("the {id} loader accepted {}", dir.display()))
+        .to_string()
+}
+
+/// The first problem line of a loader error (a key report's first line, or the message).
+fn first_reason(error: &str) -> String {
+    let line = error.lines().nth(1).unwrap_or(error);
+    line.trim().to_string()
+}
+
+/// The loader samples are partial checkpoints in the real containers: `check` used to call
+/// them complete while the loaders refuse them. Now `check` reports each as incomplete with the
+/// loader's own first reason, and a file cut in half is reported corrupt.
 #[test]
-fn the_loader_samples_are_complete_and_damage_is_reported() {
+fn the_loader_samples_are_refused_as_the_loaders_refuse_them() {
     let manifest = Manifest::embedded().unwrap();
     let samples = sample_dirs(&manifest);
     assert!(
@@ -130,16 +176,23 @@ fn the_loader_samples_are_complete_and_damage_is_reported() {
         let home = tempfile::tempdir().unwrap();
         let weights = dir.to_str().unwrap();
         let r = run(cadence(home.path()), &check_args(weights, &ids));
-        assert_eq!(r.code, Some(0), "{r:?}");
+        assert_eq!(r.code, Some(3), "{r:?}");
         for id in &ids {
             let line = r
                 .stdout
                 .lines()
                 .find(|l| l.starts_with(id.as_str()))
                 .unwrap();
-            assert!(line.contains(" ok "), "{line}");
+            assert!(line.contains("INCOMPLETE"), "{line}");
+            let component = manifest.get(id).unwrap();
+            let reason = first_reason(&codec_loader_error(id, &dir.join(&component.dir)));
+            assert!(
+                r.stdout.contains(&format!("tensors: {reason}")),
+                "{id}: the loader says {reason:?}; check printed:\n{}",
+                r.stdout
+            );
+            println!("{id}: check and loader both say: {reason}");
         }
-        println!("checked {} ({})", dir.display(), ids.join(", "));
 
         // The same files, each cut in half in turn: reported corrupt, exit 3.
         for id in &ids {
@@ -165,6 +218,127 @@ fn the_loader_samples_are_complete_and_damage_is_reported() {
             }
         }
     }
+}
+
+/// A legacy (pre-zip) pickle as the Turbo-VAED checkpoint passes the file-level check (it
+/// starts like a pickle) but no loader reads it: `check` now says so, in the loader's words.
+#[test]
+fn a_legacy_pickle_turbo_checkpoint_is_refused_with_the_loaders_reason() {
+    let manifest = Manifest::embedded().unwrap();
+    let component = manifest.get("turbo_vae").unwrap();
+    let (sample, _) = sample_dirs(&manifest)
+        .into_iter()
+        .find(|(_, ids)| ids.iter().any(|i| i == "turbo_vae"))
+        .expect("a Turbo-VAED loader sample");
+    let home = tempfile::tempdir().unwrap();
+    let weights = home.path().join("w");
+    let dir = weights.join(&component.dir);
+    copy_tree(&sample.join(&component.dir), &dir);
+    // protocol 2: an empty dict, as `torch.save(..., _use_new_zipfile_serialization=False)`
+    // starts its stream.
+    std::fs::write(dir.join(turbo::CHECKPOINT_FILE), b"\x80\x02}q\x00.").unwrap();
+    let r = run(
+        cadence(home.path()),
+        &check_args(weights.to_str().unwrap(), &["turbo_vae".to_string()]),
+    );
+    assert_eq!(r.code, Some(3), "{r:?}");
+    let reason = codec_loader_error("turbo_vae", &dir);
+    assert!(reason.contains("legacy (pre-1.6) torch.save files are not supported"));
+    assert!(
+        r.stdout.contains(&format!("tensors: {reason}")),
+        "loader: {reason}\ncheck:\n{}",
+        r.stdout
+    );
+    assert!(r.error_line().contains("legacy"), "{}", r.error_line());
+}
+
+/// Relabels the stored type of `key` in a safetensors file (the bytes stay; only the header
+/// changes), as a damaged or hand-edited file would have it.
+fn relabel_dtype(file: &Path, key: &str, dtype: &str) {
+    let bytes = std::fs::read(file).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header[key]["dtype"] = Value::from(dtype);
+    let text = serde_json::to_string(&header).unwrap();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(file, out).unwrap();
+}
+
+/// Relabels `stored` in `file` from F32 to I32 and expects `cadence <args>` (exit 3) and the
+/// loader (`loader_error`) to refuse it with the same line naming `model_key`, the stored and
+/// the accepted types.
+fn relabelled_is_refused(
+    home: &Path,
+    args: &[&str],
+    file: &Path,
+    stored: &str,
+    model_key: &str,
+    loader_error: impl FnOnce() -> String,
+) -> Result<()> {
+    relabel_dtype(file, stored, "I32");
+    let want =
+        format!("wrong dtype: {model_key} is stored as i32, the model reads f16, bf16, f32, f64");
+    let r = run(cadence(home), args);
+    expect(r.code == Some(3), || format!("relabelled: {r:?}"))?;
+    expect(r.stdout.contains(&format!("tensors: {want}")), || {
+        r.stdout.clone()
+    })?;
+    let loader = loader_error();
+    expect(loader.contains(&want), || format!("loader: {loader}"))
+}
+
+/// The first tensor (by name) of a safetensors file stored as f32 whose name has `part`.
+fn an_f32_tensor(file: &Path, part: &str) -> String {
+    let bytes = std::fs::read(file).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: std::collections::BTreeMap<String, Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header
+        .into_iter()
+        .find(|(k, v)| k.contains(part) && v["dtype"] == "F32")
+        .map(|(k, _)| k)
+        .unwrap_or_else(|| panic!("no f32 tensor with {part} in {}", file.display()))
+}
+
+/// A complete audio VAE (Stable Audio Open's layout, the parity case's tiny weights) passes;
+/// the same file with one tensor relabelled from F32 to I32 is refused by `check` and by the
+/// loader, naming the key, the stored and the accepted types.
+#[test]
+fn the_audio_vae_is_verified_and_a_relabelled_tensor_is_refused() {
+    check_all(&["oobleck"], |case| {
+        let home = tempfile::tempdir().unwrap();
+        let weights = home.path().join("w");
+        let manifest = Manifest::embedded().unwrap();
+        let dir = weights.join(&manifest.get("stable_audio").unwrap().dir);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let tensors: std::collections::HashMap<String, candle_core::Tensor> = case
+            .tensors("weights.safetensors")?
+            .into_iter()
+            .map(|(k, t)| (format!("{}{k}", oobleck::CHECKPOINT_PREFIX), t))
+            .collect();
+        let model = dir.join(oobleck::CHECKPOINT_FILE);
+        candle_core::safetensors::save(&tensors, &model)?;
+        let config = serde_json::json!({
+            "sample_rate": case.get("/config/sample_rate").cloned().unwrap_or(44100.into()),
+            "model": {"pretransform": {"config": case.get("/config/pretransform_config")}},
+        });
+        std::fs::write(dir.join(oobleck::CONFIG_FILE), config.to_string())
+            .map_err(|e| Error::io(&dir, e))?;
+        let ids = ["stable_audio".to_string()];
+        let args = check_args(weights.to_str().unwrap(), &ids);
+
+        let r = run(cadence(home.path()), &args);
+        expect(r.code == Some(0), || format!("complete audio VAE: {r:?}"))?;
+
+        let stored = an_f32_tensor(&model, "decoder.");
+        let key = stored.trim_start_matches(oobleck::CHECKPOINT_PREFIX);
+        relabelled_is_refused(home.path(), &args, &model, &stored, key, || {
+            codec_loader_error("stable_audio", &dir)
+        })
+    });
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -229,6 +403,18 @@ fn dit_checkpoints_are_checked_tensor_by_tensor() {
         })?;
         expect(r.error_line().contains("distill: wrong shape"), || {
             r.stderr.clone()
+        })?;
+
+        // With its config back and one float tensor relabelled I32: refused by check and by
+        // the loader with the same line (both used to accept it).
+        write_config(case, "/model_config", &dit)?;
+        let file = dit.join("model.safetensors");
+        let key = an_f32_tensor(&file, "norm");
+        relabelled_is_refused(home.path(), &args, &file, &key, &key, || {
+            DitModel::load_dir(&dit, DitVariant::Distilled, DType::F32, &Device::Cpu)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
         })
     });
 }

@@ -5,7 +5,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::{cadence, files_under, run, Run};
@@ -398,52 +398,6 @@ fn help_teaches_with_examples_and_exit_codes() {
     assert_eq!(
         r.stdout.trim(),
         format!("cadence {}", env!("CARGO_PKG_VERSION"))
-    );
-}
-
-#[test]
-fn ctrl_c_while_writing_removes_the_unfinished_file() {
-    let home = tempfile::tempdir().unwrap();
-    let out = home.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    // A long, small clip: decoding is still under way seconds after the file appears.
-    let mut cmd = cadence(home.path());
-    cmd.args([
-        "generate",
-        "--demo",
-        "p",
-        "--seconds",
-        "12",
-        "--width",
-        "64",
-        "--height",
-        "64",
-        "-o",
-        "out/clip.mp4",
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    // The writer's scratch files are named after the destination (`.clip.mp4.*`).
-    while !files_under(&out).iter().any(|f| f.contains("clip.mp4")) {
-        assert!(Instant::now() < deadline, "no output file appeared");
-        assert!(child.try_wait().unwrap().is_none(), "exited before writing");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("error: interrupted"), "{stderr}");
-    assert_eq!(
-        files_under(&out),
-        Vec::<String>::new(),
-        "a partial file was left"
     );
 }
 

@@ -72,23 +72,25 @@ fn finish(mut child: Child, rx: mpsc::Receiver<String>, mut lines: Vec<String>) 
 }
 
 #[test]
-fn sigterm_while_decoding_stops_promptly_and_leaves_nothing() {
-    let home = tempfile::tempdir().unwrap();
-    let (child, rx) = start(home.path());
-    let mut lines = Vec::new();
-    wait_for(&rx, "decode video", &mut lines);
-    std::thread::sleep(Duration::from_millis(300));
-    let sent = Instant::now();
-    signal(&child, "TERM");
-    let (code, stderr) = finish(child, rx, lines);
-    let latency = sent.elapsed();
-    println!("stopped {latency:?} after SIGTERM during the video decode");
-    assert_eq!(code, 130, "{stderr}");
-    assert!(stderr.contains("error: interrupted"), "{stderr}");
-    // One second is the goal (measured in the test's output); the bound leaves room for a
-    // loaded 2-core CI machine.
-    assert!(latency < Duration::from_secs(3), "{latency:?}");
-    assert_eq!(files_under(&home.path().join("out")), Vec::<String>::new());
+fn sigint_and_sigterm_while_decoding_stop_promptly_and_leave_nothing() {
+    for name in ["INT", "TERM"] {
+        let home = tempfile::tempdir().unwrap();
+        let (child, rx) = start(home.path());
+        let mut lines = Vec::new();
+        wait_for(&rx, "decode video", &mut lines);
+        std::thread::sleep(Duration::from_millis(300));
+        let sent = Instant::now();
+        signal(&child, name);
+        let (code, stderr) = finish(child, rx, lines);
+        let latency = sent.elapsed();
+        println!("stopped {latency:?} after SIG{name} during the video decode");
+        assert_eq!(code, 130, "SIG{name}: {stderr}");
+        assert!(stderr.contains("error: interrupted"), "SIG{name}: {stderr}");
+        // One second is the goal (measured in the test's output); the bound leaves room for
+        // a loaded 2-core CI machine.
+        assert!(latency < Duration::from_secs(3), "SIG{name}: {latency:?}");
+        assert_eq!(files_under(&home.path().join("out")), Vec::<String>::new());
+    }
 }
 
 #[test]

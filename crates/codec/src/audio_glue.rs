@@ -6,7 +6,7 @@
 //! 51.2 kHz audio and resampled by 441/512 to the 44.1 kHz written to the file; user audio is
 //! loaded at 51.2 kHz (by the media crate) and encoded in 29 s windows with 50 % overlap.
 
-use cadence_core::{Error, Result};
+use cadence_core::{CancelToken, Error, Result};
 use candle_core::{DType, Tensor};
 use realfft::num_complex::Complex;
 use realfft::RealFftPlanner;
@@ -73,7 +73,11 @@ pub fn resample_51200_to_44100(x: &Tensor) -> Result<Tensor> {
 
 /// The audio half of the reference's `post_process`: DiT audio latent `[1, T, 64]` -> Oobleck
 /// decode at 51 200 Hz -> time-major `[⌊2048·T·441/512⌋, 2]` float32 at 44 100 Hz.
-pub fn latent_to_waveform_44100(vae: &Oobleck, latent: &Tensor) -> Result<Tensor> {
+pub fn latent_to_waveform_44100(
+    vae: &Oobleck,
+    latent: &Tensor,
+    cancel: &CancelToken,
+) -> Result<Tensor> {
     let (b, _, _) = latent.dims3()?;
     if b != 1 {
         return Err(Error::InvalidInput(format!(
@@ -81,7 +85,7 @@ pub fn latent_to_waveform_44100(vae: &Oobleck, latent: &Tensor) -> Result<Tensor
             latent.dims()
         )));
     }
-    let wave = vae.decode(&latent.squeeze(0)?.t()?)?; // [1, 2, 2048·T]
+    let wave = vae.decode(&latent.squeeze(0)?.t()?, cancel)?; // [1, 2, 2048·T]
     resample_51200_to_44100(&wave.squeeze(0)?.t()?.contiguous()?)
 }
 
@@ -129,6 +133,7 @@ pub fn encode_reference_audio(
     seconds: Option<f64>,
     cfg: &ReferenceAudioConfig,
     noise: &mut dyn BottleneckNoise,
+    cancel: &CancelToken,
 ) -> Result<ReferenceEncoding> {
     if !(0.0..1.0).contains(&cfg.overlap) {
         return Err(Error::Config(format!(
@@ -151,7 +156,7 @@ pub fn encode_reference_audio(
         )));
     }
     if n <= window {
-        let h = vae.encode_pre_bottleneck(&stereo.narrow(1, 0, n)?)?;
+        let h = vae.encode_pre_bottleneck(&stereo.narrow(1, 0, n)?, cancel)?;
         let latent = crate::oobleck::bottleneck_sample(&h, noise)?;
         return Ok(ReferenceEncoding {
             latent,
@@ -164,7 +169,7 @@ pub fn encode_reference_audio(
         let end = (start + window).min(n);
         let chunk = stereo.narrow(1, start, end - start)?;
         let chunk = chunk.pad_with_zeros(1, 0, window - (end - start))?;
-        let h = vae.encode_pre_bottleneck(&chunk)?;
+        let h = vae.encode_pre_bottleneck(&chunk, cancel)?;
         latents.push(crate::oobleck::bottleneck_sample(&h, noise)?);
         pre.push(h);
         if end >= n {

@@ -15,12 +15,14 @@
 //! ```no_run
 //! # fn main() -> cadence_core::Result<()> {
 //! use cadence_codec::{TurboVaed, WanConfig, WanVae, Oobleck};
+//! use cadence_core::CancelToken;
 //! use candle_core::{DType, Device};
 //! let dev = Device::Cpu;
 //! let turbo = TurboVaed::load("turbo_vae/checkpoint-340000.ckpt",
 //!     "turbo_vae/TurboV3-Wan22-TinyShallow_7_7.json", DType::BF16, &dev)?;
 //! # let latent = candle_core::Tensor::zeros((1, 48, 2, 4, 6), DType::F32, &dev)?;
-//! turbo.decode_streaming(&latent, |chunk| {
+//! let cancel = CancelToken::new(); // another thread may cancel() it: the decode stops soon
+//! turbo.decode_streaming(&latent, &cancel, |chunk| {
 //!     let frames = chunk.frames_u8()?; // [B, t, H, W, 3] uint8, frames chunk.first_frame..
 //!     # let _ = frames;
 //!     Ok(())

@@ -1,14 +1,14 @@
 //! The checkpoint loaders on the real container formats (`codecs/loader_samples/`), the
 //! full-size key/shape lists (`codecs/manifest_full.json`), and hostile input.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use cadence_codec::loader::{mismatch_report, pickle, TorchArchive};
+use cadence_codec::loader::{pickle, TorchArchive};
 use cadence_codec::{
     oobleck, turbo, Oobleck, OobleckConfig, StateDict, TurboConfig, TurboVaed, WanConfig, WanVae,
 };
-use cadence_core::{fixtures, TensorSpec};
+use cadence_core::checkpoint::mismatch_report;
+use cadence_core::{fixtures, RandomWeights, TensorSpec};
 use candle_core::{DType, Device};
 use serde_json::Value;
 
@@ -137,21 +137,23 @@ fn partial_checkpoints_fail_verification_naming_keys() {
 }
 
 /// `manifest_full.json`'s key list of one codec.
-fn manifest_keys(codec: &Value) -> BTreeMap<String, Vec<usize>> {
-    codec["keys"]
+/// The keys and shapes the manifest lists, as a weight source (nothing is allocated).
+fn manifest_keys(codec: &Value) -> RandomWeights {
+    let specs: Vec<TensorSpec> = codec["keys"]
         .as_object()
         .unwrap()
         .iter()
         .map(|(k, v)| {
-            let shape = v["shape"]
+            let shape: Vec<usize> = v["shape"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|d| d.as_u64().unwrap() as usize)
                 .collect();
-            (k.clone(), shape)
+            TensorSpec::new(k.clone(), shape)
         })
-        .collect()
+        .collect();
+    RandomWeights::seeded(&specs, "", 0)
 }
 
 fn params(specs: &[TensorSpec]) -> u64 {
@@ -169,7 +171,7 @@ fn full_size_key_lists_match_the_manifest() {
     let cfg: WanConfig = serde_json::from_value(wan["config"].clone()).unwrap();
     assert_eq!(cfg, WanConfig::wan22_ti2v_5b());
     let specs = WanVae::tensor_specs(&cfg).unwrap();
-    let report = mismatch_report(&manifest_keys(wan), &specs);
+    let report = mismatch_report(&manifest_keys(wan), "", &specs);
     assert!(report.is_empty(), "Wan2.2 VAE:\n{report}");
     assert_eq!(
         params(&specs),
@@ -180,7 +182,7 @@ fn full_size_key_lists_match_the_manifest() {
     let cfg: TurboConfig = serde_json::from_value(tv["config"].clone()).unwrap();
     assert_eq!(cfg, TurboConfig::turbo_v3_wan22());
     let specs = TurboVaed::tensor_specs(&cfg).unwrap();
-    let report = mismatch_report(&manifest_keys(tv), &specs);
+    let report = mismatch_report(&manifest_keys(tv), "", &specs);
     assert!(report.is_empty(), "Turbo-VAED:\n{report}");
     assert_eq!(
         params(&specs),
@@ -195,7 +197,7 @@ fn full_size_key_lists_match_the_manifest() {
     )
     .unwrap();
     let specs = Oobleck::tensor_specs(&cfg).unwrap();
-    let report = mismatch_report(&manifest_keys(ob), &specs);
+    let report = mismatch_report(&manifest_keys(ob), "", &specs);
     assert!(report.is_empty(), "Oobleck:\n{report}");
     assert_eq!(
         params(&specs),

@@ -27,7 +27,13 @@ pub const SINGLE_FILE: &str = "model.safetensors";
 /// File name of the shard index inside a folder.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
-/// A tensor the model expects to find: its name (relative to a prefix) and shape.
+/// The stored types a float weight may have: the loaders convert any of them to the compute
+/// dtype. An integer or boolean tensor where the model reads a float is a damaged or relabelled
+/// file (its bytes would be read as numbers of another kind).
+pub const FLOAT_DTYPES: &[DType] = &[DType::F16, DType::BF16, DType::F32, DType::F64];
+
+/// A tensor the model expects to find: its name (relative to a prefix), shape and the stored
+/// types it can read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorSpec {
     /// Key name, relative to the prefix passed to [`Checkpoint::verify`].
@@ -36,24 +42,32 @@ pub struct TensorSpec {
     pub shape: Vec<usize>,
     /// Whether a checkpoint may omit it (non-learned buffers the model can recompute).
     pub optional: bool,
+    /// Stored types the loader accepts ([`FLOAT_DTYPES`] unless a model says otherwise).
+    pub dtypes: &'static [DType],
 }
 
 impl TensorSpec {
-    /// A required tensor.
+    /// A required float tensor.
     pub fn new(name: impl Into<String>, shape: impl Into<Vec<usize>>) -> Self {
         Self {
             name: name.into(),
             shape: shape.into(),
             optional: false,
+            dtypes: FLOAT_DTYPES,
         }
     }
 
-    /// A tensor the checkpoint may omit.
+    /// A float tensor the checkpoint may omit.
     pub fn optional(name: impl Into<String>, shape: impl Into<Vec<usize>>) -> Self {
         Self {
             optional: true,
             ..Self::new(name, shape)
         }
+    }
+
+    /// The same tensor, stored as any of `dtypes` (e.g. FP8 GEMM weights besides floats).
+    pub fn stored_as(self, dtypes: &'static [DType]) -> Self {
+        Self { dtypes, ..self }
     }
 }
 
@@ -193,7 +207,7 @@ impl Checkpoint {
     ///
     /// Keys outside `prefix` are ignored (a text encoder reads only `model.encoder.*` of an
     /// encoder-decoder file). Fails with [`Error::KeyMismatch`] naming every missing,
-    /// unexpected or mis-shaped key.
+    /// unexpected, mis-shaped or mis-typed key.
     pub fn verify(&self, prefix: &str, expected: &[TensorSpec]) -> Result<()> {
         WeightSource::verify(self, prefix, expected)
     }
@@ -294,6 +308,11 @@ pub trait WeightSource {
     fn contains(&self, key: &str) -> bool;
     /// The stored shape of `key`.
     fn shape(&self, key: &str) -> Option<Vec<usize>>;
+    /// The stored element type of `key`; `None` when the source has none of its own
+    /// (generated weights are made in whatever type is asked for).
+    fn dtype(&self, _key: &str) -> Option<DType> {
+        None
+    }
     /// Every key, sorted.
     fn keys(&self) -> Vec<String>;
     /// `key` on `device`, converted to `dtype`.
@@ -323,6 +342,9 @@ impl WeightSource for Checkpoint {
     fn shape(&self, key: &str) -> Option<Vec<usize>> {
         self.stored.get(key).map(|s| s.shape.clone())
     }
+    fn dtype(&self, key: &str) -> Option<DType> {
+        self.stored.get(key).map(|s| s.dtype)
+    }
     fn keys(&self) -> Vec<String> {
         self.stored.keys().cloned().collect()
     }
@@ -334,8 +356,9 @@ impl WeightSource for Checkpoint {
     }
 }
 
-/// One line per missing, unexpected or mis-shaped key under `prefix`; empty when all match.
-fn mismatch_report<S: WeightSource + ?Sized>(
+/// One line per missing, unexpected, mis-shaped or mis-typed key under `prefix`; empty when all
+/// match. The one verification every loader (and `cadence check`) runs.
+pub fn mismatch_report<S: WeightSource + ?Sized>(
     source: &S,
     prefix: &str,
     expected: &[TensorSpec],
@@ -356,7 +379,21 @@ fn mismatch_report<S: WeightSource + ?Sized>(
                     spec.shape
                 );
             }
-            Some(_) => {}
+            Some(_) => match source.dtype(&key) {
+                Some(dtype) if !spec.dtypes.contains(&dtype) => {
+                    let _ = writeln!(
+                        report,
+                        "  wrong dtype: {key} is stored as {}, the model reads {}",
+                        dtype.as_str(),
+                        spec.dtypes
+                            .iter()
+                            .map(|d| d.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                _ => {}
+            },
         }
         wanted.insert(key);
     }

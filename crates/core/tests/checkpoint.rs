@@ -240,3 +240,35 @@ fn loading_an_absent_key_names_it() {
         "{err}"
     );
 }
+
+/// A float weight stored as an integer type (a file relabelled F32 -> I32, say) is refused,
+/// naming the key, the stored and the accepted types; a spec may accept more (FP8 weights).
+#[test]
+fn a_tensor_of_a_type_the_model_cannot_read_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    save(
+        &path,
+        &[
+            ("a.weight", tensor(&[2, 3], DType::BF16, 0.)),
+            ("a.norm", tensor(&[3], DType::U32, 0.)),
+            ("b.bias", tensor(&[2], DType::I64, 0.)),
+        ],
+    );
+    let ckpt = Checkpoint::open(&path).unwrap();
+    let err = ckpt.verify("", &specs()).unwrap_err().to_string();
+    assert!(
+        err.contains("wrong dtype: a.norm is stored as u32, the model reads f16, bf16, f32, f64"),
+        "{err}"
+    );
+    assert!(
+        err.contains("wrong dtype: b.bias is stored as i64"),
+        "{err}"
+    );
+    assert!(!err.contains("a.weight"), "{err}");
+    let accepting = specs()
+        .into_iter()
+        .map(|s| s.stored_as(&[DType::U32, DType::I64, DType::BF16]))
+        .collect::<Vec<_>>();
+    ckpt.verify("", &accepting).unwrap();
+}

@@ -1,11 +1,19 @@
-//! Files that appear at their final path only when complete.
+//! Files that appear at their final path only when complete, and leave nothing behind otherwise.
 //!
-//! Every writer in this crate (MP4, WAV, PNG) writes into a hidden temporary file in the
-//! destination folder and renames it over the destination only after the last byte is written
-//! and flushed to disk. A run that fails, panics or is dropped without finishing leaves no
-//! half-written file at the destination: the temporary file is deleted on drop, and a process
-//! killed outright leaves at most a hidden `.<name>.*.partial` file, never a corrupt `<name>`.
-//! Renaming within one folder is atomic on POSIX file systems.
+//! Every writer in this crate (MP4, WAV, PNG) writes into a temporary file in the destination
+//! folder and renames it over the destination only after the last byte is written and flushed
+//! to disk; renaming within one folder is atomic on POSIX file systems.
+//!
+//! On Linux the temporary file has no name while it is written (`O_TMPFILE`): a process killed
+//! outright (SIGKILL, a second Ctrl-C that skips destructors) leaves nothing at all, because
+//! the kernel frees an unnamed file with its last descriptor. At commit it is linked to a
+//! hidden `.<name>.XXXXXX.partial` (through `/proc/self/fd`, which needs no privilege) and
+//! renamed at once, so a hidden file can outlive the process only if it dies between those two
+//! system calls. Elsewhere, or on file systems without `O_TMPFILE`, the file is created under
+//! that hidden name and deleted on drop.
+//!
+//! Temporaries are created with mode 0666 and the kernel applies the umask, so outputs get the
+//! same permissions as any other tool's (tempfile's default is 0600).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -13,26 +21,47 @@ use std::path::{Path, PathBuf};
 use cadence_core::{Error, Result};
 use tempfile::NamedTempFile;
 
+/// Mode of new files before the umask, as `open(2)` callers such as `cp` and ffmpeg use.
+#[cfg(unix)]
+const CREATE_MODE: u32 = 0o666;
+
 /// A temporary file beside `dest` that becomes `dest` on [`AtomicFile::commit`].
 #[derive(Debug)]
 pub struct AtomicFile {
     dest: PathBuf,
-    temp: NamedTempFile,
+    dir: PathBuf,
+    temp: Temp,
+}
+
+#[derive(Debug)]
+enum Temp {
+    /// An `O_TMPFILE` file: no name until committed.
+    Unnamed(File),
+    /// A hidden named file, deleted on drop.
+    Named(NamedTempFile),
 }
 
 impl AtomicFile {
     /// Creates the temporary file in `dest`'s folder (which must exist).
     pub fn create(dest: &Path) -> Result<Self> {
-        let temp = scratch_file_beside(dest, "partial")?;
+        let dir = destination_dir(dest)?;
+        let temp = match unnamed_file_in(&dir) {
+            Some(file) => Temp::Unnamed(file),
+            None => Temp::Named(named_file_in(&dir, dest).map_err(|e| Error::io(&dir, e))?),
+        };
         Ok(Self {
             dest: dest.to_path_buf(),
+            dir,
             temp,
         })
     }
 
     /// The open temporary file, to write the content into.
     pub fn file(&mut self) -> &mut File {
-        self.temp.as_file_mut()
+        match &mut self.temp {
+            Temp::Unnamed(f) => f,
+            Temp::Named(t) => t.as_file_mut(),
+        }
     }
 
     /// The final destination.
@@ -42,24 +71,28 @@ impl AtomicFile {
 
     /// Flushes the content to disk and renames the temporary file to the destination,
     /// replacing any file already there.
-    pub fn commit(self) -> Result<()> {
-        self.temp
-            .as_file()
+    pub fn commit(mut self) -> Result<()> {
+        self.file()
             .sync_all()
             .map_err(|e| Error::io(&self.dest, e))?;
-        self.temp
-            .persist(&self.dest)
-            .map_err(|e| Error::io(&self.dest, e.error))?;
-        Ok(())
+        let renamed = match self.temp {
+            Temp::Named(t) => t.persist(&self.dest).map(drop).map_err(|e| e.error),
+            Temp::Unnamed(file) => link_unnamed(&file, &self.dest, &self.dir)?
+                .persist(&self.dest)
+                .map_err(|e| e.error),
+        };
+        renamed.map_err(|e| Error::io(&self.dest, e))
     }
 }
 
-/// A hidden scratch file in `dest`'s folder, deleted when dropped. Used for the final file
-/// (through [`AtomicFile`]) and for intermediate data that must live on the same disk.
-pub(crate) fn scratch_file_beside(dest: &Path, suffix: &str) -> Result<NamedTempFile> {
-    let name = dest
-        .file_name()
-        .ok_or_else(|| Error::InvalidInput(format!("{} is not a file path", dest.display())))?;
+/// The folder `dest` will be written in; it must exist.
+pub(crate) fn destination_dir(dest: &Path) -> Result<PathBuf> {
+    if dest.file_name().is_none() {
+        return Err(Error::InvalidInput(format!(
+            "{} is not a file path; name the file to write",
+            dest.display()
+        )));
+    }
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -71,11 +104,80 @@ pub(crate) fn scratch_file_beside(dest: &Path, suffix: &str) -> Result<NamedTemp
             dir.display()
         )));
     }
+    Ok(dir)
+}
+
+/// The prefix of hidden temporaries: `.<name>.` (then `XXXXXX.partial`).
+fn hidden_prefix(dest: &Path) -> String {
+    format!(
+        ".{}.",
+        dest.file_name().unwrap_or_default().to_string_lossy()
+    )
+}
+
+/// A hidden named temporary file in `dir`, mode 0666 less the umask.
+fn named_file_in(dir: &Path, dest: &Path) -> std::io::Result<NamedTempFile> {
+    let prefix = hidden_prefix(dest);
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".partial");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(CREATE_MODE));
+    }
+    builder.tempfile_in(dir)
+}
+
+/// An unnamed file in `dir` (Linux `O_TMPFILE`), if the file system supports it and
+/// `/proc/self/fd` is there to link it later; `None` means "use a named file".
+#[cfg(target_os = "linux")]
+fn unnamed_file_in(dir: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !Path::new("/proc/self/fd").is_dir() {
+        return None;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::TMPFILE.bits() as i32)
+        .mode(CREATE_MODE)
+        .open(dir)
+        .ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unnamed_file_in(_dir: &Path) -> Option<File> {
+    None
+}
+
+/// Gives an unnamed file a hidden name in `dir`, ready to be renamed.
+#[cfg(target_os = "linux")]
+fn link_unnamed(file: &File, dest: &Path, dir: &Path) -> Result<NamedTempFile<()>> {
+    use std::os::fd::AsRawFd;
+    let fd = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let prefix = hidden_prefix(dest);
     tempfile::Builder::new()
-        .prefix(&format!(".{}.", name.to_string_lossy()))
-        .suffix(&format!(".{suffix}"))
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(&dir, e))
+        .prefix(&prefix)
+        .suffix(".partial")
+        .make_in(dir, |path| {
+            rustix::fs::linkat(
+                rustix::fs::CWD,
+                fd.as_str(),
+                rustix::fs::CWD,
+                path,
+                rustix::fs::AtFlags::SYMLINK_FOLLOW,
+            )
+            .map_err(std::io::Error::from)
+        })
+        .map_err(|e| Error::io(dest, e))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn link_unnamed(_file: &File, dest: &Path, _dir: &Path) -> Result<NamedTempFile<()>> {
+    Err(Error::io(
+        dest,
+        std::io::Error::other("unnamed temporary files exist only on Linux"),
+    ))
 }
 
 #[cfg(test)]
@@ -100,6 +202,11 @@ mod tests {
         let mut f = AtomicFile::create(&dest).unwrap();
         f.file().write_all(b"hello").unwrap();
         assert!(!dest.exists(), "destination must not exist before commit");
+        #[cfg(target_os = "linux")]
+        assert!(
+            entries(dir.path()).is_empty(),
+            "an O_TMPFILE file has no name while written"
+        );
         f.commit().unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
         assert_eq!(entries(dir.path()), vec!["out.bin"]);

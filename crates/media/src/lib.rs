@@ -5,8 +5,10 @@
 //!   with the header (`moov`) first and an edit list that removes the AAC encoder delay, so
 //!   audio and video start together in ffmpeg, browsers and QuickTime. Long clips are encoded
 //!   in parallel GOP segments.
-//! * [`load_reference_image`] reproduces the reference pipeline's crop and Pillow LANCZOS
-//!   resize bit for bit; [`load_reference_audio`] decodes WAV/FLAC/MP3/M4A to mono 51.2 kHz.
+//! * [`DecodedImage`] decodes a PNG/JPEG/WebP file or in-memory bytes once and reproduces the
+//!   reference pipeline's crop and Pillow LANCZOS resize bit for bit at each size;
+//!   [`DecodedAudio`] decodes WAV/FLAC/MP3/M4A once, to mono 51.2 kHz for the model and to
+//!   stereo for the clip.
 //! * Every file is written to a temporary file in the destination folder and renamed into place
 //!   only when complete ([`atomic_file`]).
 //!
@@ -38,8 +40,8 @@ pub mod png;
 pub mod wav;
 
 pub use input::{
-    load_reference_audio, load_reference_image, load_stereo_audio, AudioInputOptions,
-    ReferenceAudio, ReferenceImage,
+    load_reference_audio, load_reference_image, load_stereo_audio, AudioInputOptions, DecodedAudio,
+    DecodedImage, MediaSource, ReferenceAudio, ReferenceImage,
 };
 pub use mp4::{AacBackend, AudioParams, Mp4Summary, Mp4Writer, VideoParams};
 pub use png::{write_png, write_png_frames};

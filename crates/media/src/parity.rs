@@ -16,7 +16,8 @@ use cadence_core::fixtures::{values, Case};
 use cadence_core::{Error, Result};
 use candle_core::Device;
 
-use crate::input::image::{load_rgb, preprocess};
+use crate::input::image::DecodedImage;
+use crate::MediaSource;
 
 /// The fixture kinds this crate checks.
 pub const KINDS: &[&str] = &["image_pre"];
@@ -80,7 +81,7 @@ pub fn check_case(case: &Case, device: &Device) -> Result<()> {
         .get("/input/file")
         .and_then(|v| v.as_str())
         .ok_or_else(|| Error::Config(format!("{}: case.json has no input.file", case.name)))?;
-    let img = load_rgb(&case.file(input))?;
+    let img = DecodedImage::decode(&MediaSource::Path(case.file(input)))?;
     let mut checked = 0;
 
     // Every out.* tensor: float32 [1, 3, 1, H, W] in [-1, 1].
@@ -96,7 +97,7 @@ pub fn check_case(case: &Case, device: &Device) -> Result<()> {
                 case.name
             )));
         };
-        let got = preprocess(&img, *w as u32, *h as u32)?;
+        let got = img.reference(*w as u32, *h as u32)?;
         let got_t = got.to_tensor(device)?;
         let (atol, frac) = tolerance(case, name)?;
         let g = values(&got_t)?;
@@ -125,7 +126,7 @@ pub fn check_case(case: &Case, device: &Device) -> Result<()> {
             .map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?
             .to_rgb8();
         let (w, h) = want.dimensions();
-        let got = preprocess(&img, w, h)?;
+        let got = img.reference(w, h)?;
         if (got.width, got.height) != (w, h) {
             return Err(Error::InvalidInput(format!(
                 "{name}: produced {}x{}, reference {w}x{h}",

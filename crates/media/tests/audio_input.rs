@@ -6,7 +6,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use cadence_media::{load_reference_audio, write_wav, AudioInputOptions, WavFormat};
+use cadence_media::{
+    load_reference_audio, load_stereo_audio, write_wav, AudioInputOptions, DecodedAudio,
+    MediaSource, WavFormat,
+};
 use common::{ffmpeg, onsets};
 
 const CLICKS_S: [f64; 3] = [0.4, 1.0, 1.6];
@@ -179,4 +182,81 @@ fn broken_inputs_fail_clearly() {
     write_wav(&short, &vec![0.5; 2 * 441], 2, 44_100, WavFormat::Float32).unwrap();
     let e = err_of(&short);
     assert!(e.contains("too short"), "{e}");
+}
+
+/// Bytes in memory decode exactly like the same file, one decode gives both the model's input
+/// and the clip's stereo track identical to the path functions, and samples a caller decoded
+/// itself give the same result.
+#[test]
+fn bytes_and_samples_decode_like_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = source_wav(d);
+    let files = [
+        src.clone(),
+        convert(&src, &d.join("a.flac"), &["-c:a", "flac"]),
+        convert(&src, &d.join("a.mp3"), &["-c:a", "libmp3lame"]),
+        convert(&src, &d.join("a.m4a"), &["-c:a", "aac"]),
+        convert(&src, &d.join("m.wav"), &["-ac", "1", "-ar", "22050"]),
+    ];
+    let opts = AudioInputOptions::default();
+    for path in files {
+        let name = path.display().to_string();
+        let from_file = DecodedAudio::decode(&MediaSource::from(path.as_path())).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let from_bytes = DecodedAudio::decode(&MediaSource::from(bytes)).unwrap();
+        assert_eq!(from_bytes.samples(), from_file.samples(), "{name}");
+        assert_eq!(
+            (from_bytes.sample_rate(), from_bytes.channels()),
+            (from_file.sample_rate(), from_file.channels()),
+            "{name}"
+        );
+        let reference = from_bytes.reference(&opts).unwrap();
+        assert_eq!(
+            reference,
+            load_reference_audio(&path, &opts).unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            from_bytes.stereo(44_100).unwrap(),
+            load_stereo_audio(&path, 44_100).unwrap(),
+            "{name}"
+        );
+        let given = DecodedAudio::from_interleaved(
+            from_file.samples().to_vec(),
+            from_file.sample_rate(),
+            from_file.channels(),
+        )
+        .unwrap();
+        assert_eq!(given.reference(&opts).unwrap(), reference, "{name}");
+    }
+}
+
+#[test]
+fn bad_bytes_and_samples_fail_clearly() {
+    let e = DecodedAudio::decode(&MediaSource::from(b"not audio at all".repeat(10)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("(in-memory bytes, 160 B): not a supported audio file"),
+        "{e}"
+    );
+    let e = DecodedAudio::from_interleaved(vec![0.1, f32::NAN], 44_100, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sample 0 of channel 1 is NaN"), "{e}");
+    let e = DecodedAudio::from_interleaved(vec![0.1; 3], 44_100, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("3 samples"), "{e}");
+    assert!(DecodedAudio::from_interleaved(vec![0.1; 4], 0, 2).is_err());
+
+    // A float WAV holding NaN would poison the model: refused, naming the sample.
+    let dir = tempfile::tempdir().unwrap();
+    let nan = dir.path().join("nan.wav");
+    let mut samples = vec![0.25f32; 2 * 4410];
+    samples[2 * 100 + 1] = f32::INFINITY;
+    write_wav(&nan, &samples, 2, 44_100, WavFormat::Float32).unwrap();
+    let e = err_of(&nan);
+    assert!(e.contains("sample 100 of channel 1 is inf"), "{e}");
 }

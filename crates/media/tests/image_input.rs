@@ -1,11 +1,16 @@
-//! Reference images in PNG, JPEG and WebP (with EXIF orientation) load as RGB; broken files fail
-//! with a clear message.
+//! Reference images in PNG, JPEG and WebP (with EXIF orientation) load as RGB from files and
+//! from in-memory bytes alike; broken files fail with a clear message naming the input.
 
 use std::path::Path;
 
-use cadence_media::input::image::load_rgb;
-use cadence_media::load_reference_image;
+use cadence_media::{load_reference_image, DecodedImage, MediaSource};
 use image::{ImageEncoder, Rgb, RgbImage};
+
+fn load_rgb(path: &Path) -> cadence_core::Result<RgbImage> {
+    Ok(DecodedImage::decode(&MediaSource::from(path))?
+        .rgb()
+        .clone())
+}
 
 /// 32x16: left half red, right half blue.
 fn two_tone() -> RgbImage {
@@ -133,4 +138,82 @@ fn broken_images_fail_clearly() {
     std::fs::write(&bmp, &b).unwrap();
     let e = err_of(&bmp);
     assert!(e.contains("Bmp, which is not supported"), "{e}");
+}
+
+#[test]
+fn bytes_decode_like_files_and_pixels_like_decoded_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = two_tone();
+    let mut webp = Vec::new();
+    image::codecs::webp::WebPEncoder::new_lossless(&mut webp)
+        .write_image(img.as_raw(), 32, 16, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    let png = dir.path().join("a.png");
+    img.save(&png).unwrap();
+    let files = [
+        (png, std::fs::read(dir.path().join("a.png")).unwrap()),
+        (
+            dir.path().join("r.jpg"),
+            with_exif_orientation(&jpeg_bytes(&img), 6),
+        ),
+        (dir.path().join("a.webp"), webp),
+    ];
+    for (path, bytes) in files {
+        std::fs::write(&path, &bytes).unwrap();
+        let from_file = DecodedImage::decode(&MediaSource::from(path.as_path())).unwrap();
+        let from_bytes = DecodedImage::decode(&MediaSource::from(bytes)).unwrap();
+        assert_eq!(from_file, from_bytes, "{}", path.display());
+        // One decode serves every stage size, identical to decoding per size.
+        for (w, h) in [(16, 16), (32, 16), (48, 32)] {
+            assert_eq!(
+                from_bytes.reference(w, h).unwrap(),
+                load_reference_image(&path, w, h).unwrap()
+            );
+        }
+        let pixels = DecodedImage::from_rgb(
+            from_file.width(),
+            from_file.height(),
+            from_file.rgb().as_raw().clone(),
+        )
+        .unwrap();
+        assert_eq!(pixels, from_file);
+    }
+    let e = DecodedImage::from_rgb(4, 4, vec![0; 47])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("47 bytes for 4x4 RGB, which needs 48"), "{e}");
+}
+
+#[test]
+fn bad_bytes_are_named_by_their_size() {
+    let e = DecodedImage::decode(&MediaSource::from(b"GIF89a not really".to_vec()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("(in-memory bytes, 17 B) is Gif, which is not supported"),
+        "{e}"
+    );
+    let e = DecodedImage::decode(&MediaSource::from(Vec::new()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("(in-memory bytes, 0 B) is empty"), "{e}");
+}
+
+/// A PNG header that claims 20000 x 20000 pixels is refused before the decoder allocates the
+/// 1.2 GB its pixels would take.
+#[test]
+fn oversized_dimensions_are_refused() {
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&[0; 3], 1, 1, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    // IHDR: 8-byte signature, length, "IHDR", width, height, ..., CRC over type + data.
+    png[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+    let crc = crc32fast::hash(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    let e = DecodedImage::decode(&MediaSource::from(png))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("too large") && e.contains("16384"), "{e}");
 }

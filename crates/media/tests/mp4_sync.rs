@@ -50,6 +50,12 @@ fn write_clip(
     writer.finish().unwrap()
 }
 
+/// The first edit of track `index` (0 = video, 1 = audio).
+fn first_edit(moov: &Moov, index: usize) -> mp4_atom::ElstEntry {
+    let edts = moov.trak[index].edts.as_ref().expect("an edit list");
+    edts.elst.as_ref().expect("an elst box").entries[0].clone()
+}
+
 fn f64_of(v: &serde_json::Value) -> f64 {
     v.as_str().unwrap().parse().unwrap()
 }
@@ -80,17 +86,7 @@ fn flashes_and_clicks_agree_within_a_millisecond() {
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(top_level_boxes(&bytes), vec!["ftyp", "moov", "mdat"]);
     let moov = Moov::decode(&mut top_level_box(&bytes, "moov")).unwrap();
-    let elst = |i: usize| {
-        moov.trak[i]
-            .edts
-            .as_ref()
-            .unwrap()
-            .elst
-            .as_ref()
-            .unwrap()
-            .entries[0]
-            .clone()
-    };
+    let elst = |i: usize| first_edit(&moov, i);
     assert_eq!(elst(0).media_time, Some(0));
     assert_eq!(
         elst(1).media_time,
@@ -265,5 +261,53 @@ fn bitstream_does_not_depend_on_thread_count() {
     assert!(
         streams[0] == streams[1],
         "1 and 3 threads must give identical samples"
+    );
+}
+
+/// Audio longer than the video (the demo's decoder gives 2.040 s of sound for 1.960 s of
+/// frames) is cut to the video: both streams and the file end within one frame, the priming edit
+/// still starts the sound at 0, and a decoder gives no sound past the last frame.
+#[test]
+fn audio_longer_than_the_video_is_cut_to_the_last_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.mp4");
+    let video = VideoParams::new(64, 48, FPS as u32);
+    let frames = 49;
+    let mut writer = Mp4Writer::create(&path, video, AudioParams::default()).unwrap();
+    for i in 0..frames {
+        writer
+            .push_frames(&synthetic_frame(64, 48, i, false))
+            .unwrap();
+    }
+    let long = (2.04 * RATE as f64) as usize;
+    writer.push_audio(&vec![0.25; 2 * long]).unwrap();
+    let summary = writer.finish().unwrap();
+    let video_samples = frames * RATE / FPS;
+    assert_eq!(summary.audio_samples, video_samples as u64);
+
+    let bytes = std::fs::read(&path).unwrap();
+    let moov = Moov::decode(&mut top_level_box(&bytes, "moov")).unwrap();
+    let audio_edit = first_edit(&moov, 1);
+    assert_eq!(audio_edit.media_time, Some(1024), "priming still cut");
+    assert_eq!(audio_edit.segment_duration, video_samples as u64);
+
+    let probe = ffprobe(&path, &[]);
+    let streams = probe["streams"].as_array().unwrap();
+    let duration =
+        |kind: &str| f64_of(&streams.iter().find(|s| s["codec_type"] == kind).unwrap()["duration"]);
+    let (v, a, f) = (
+        duration("video"),
+        duration("audio"),
+        f64_of(&probe["format"]["duration"]),
+    );
+    println!("video {v} s, audio {a} s, file {f} s");
+    let frame = 1.0 / FPS as f64;
+    assert!((v - 1.96).abs() < 1e-6, "video {v}");
+    assert!((a - v).abs() < frame, "audio {a} s against video {v} s");
+    assert!((f - v).abs() < frame, "file {f} s against video {v} s");
+    let decoded = decode_audio(&path, 2).len() / 2;
+    assert!(
+        decoded <= video_samples + 1024,
+        "decoded {decoded} samples, the video lasts {video_samples}"
     );
 }

@@ -98,13 +98,34 @@ impl DitModel {
         options: &LoadOptions,
         device: &Device,
     ) -> Result<Self> {
+        let (ckpt, config) = Self::open_dir(dir, variant)?;
+        Self::load_with(&ckpt, config, options, device)
+    }
+
+    /// Every check [`Self::load_dir`] makes (config, index and shards, headers, keys, shapes,
+    /// dtypes) without reading a weight: what `cadence check` runs.
+    pub fn check_dir(dir: &Path, variant: DitVariant) -> Result<()> {
+        let (ckpt, config) = Self::open_dir(dir, variant)?;
+        Self::verify(&ckpt, &config)
+    }
+
+    /// The checkpoint in `dir` and its architecture: `dir/config.json` when present, else the
+    /// variant's preset.
+    fn open_dir(dir: &Path, variant: DitVariant) -> Result<(Checkpoint, DitConfig)> {
         let config_path = dir.join(CONFIG_FILE);
         let config = if config_path.is_file() {
             DitConfig::from_json_file(&config_path)?
         } else {
             variant.config()
         };
-        Self::load_with(&Checkpoint::open(dir)?, config, options, device)
+        Ok((Checkpoint::open(dir)?, config))
+    }
+
+    /// Fails unless `config` is valid and `ckpt` holds exactly its tensors (FP8 scales
+    /// optional), each in a type the loader reads.
+    pub fn verify(ckpt: &dyn WeightSource, config: &DitConfig) -> Result<()> {
+        config.validate()?;
+        ckpt.verify("", &accepted_tensors(config))
     }
 
     /// Loads the model from a checkpoint (or any weight source) after verifying every key and
@@ -132,14 +153,13 @@ impl DitModel {
         options: &LoadOptions,
         device: &Device,
     ) -> Result<Self> {
-        config.validate()?;
         let compute = options.compute;
         if !matches!(compute, DType::F32 | DType::BF16 | DType::F16) {
             return Err(Error::Config(format!(
                 "compute dtype {compute:?} is not a float type"
             )));
         }
-        ckpt.verify("", &accepted_tensors(&config))?;
+        Self::verify(ckpt, &config)?;
         let f32_tensor = |key: &str| ckpt.load(key, DType::F32, device);
         let embedders = EMBEDDERS
             .iter()

@@ -6,11 +6,21 @@
 
 use cadence_core::TensorSpec;
 use cadence_kernels::fp8::scale_key;
+use candle_core::DType;
 
 use crate::config::DitConfig;
 
 /// Key of the rope frequency buffer (non-learned; recomputed when absent).
 pub const ROPE_BANDS: &str = "adapter.rope.bands";
+
+/// Stored types of a GEMM weight: a float, or e4m3 with its scale vector (an FP8 checkpoint).
+pub const GEMM_DTYPES: &[DType] = &[
+    DType::F16,
+    DType::BF16,
+    DType::F32,
+    DType::F64,
+    DType::F8E4M3,
+];
 
 /// The four GEMMs of every transformer layer (the weights FP8 applies to).
 pub const LAYER_GEMMS: [&str; 4] = [
@@ -111,10 +121,21 @@ pub fn gemm_weights(c: &DitConfig) -> Vec<TensorSpec> {
         .collect()
 }
 
-/// Every tensor a checkpoint of this model may hold: [`expected_tensors`] plus, for each GEMM
-/// weight stored in FP8, its `(out,)` scale vector (`<key>_scale`).
+/// Every tensor a checkpoint of this model may hold: [`expected_tensors`] (GEMM weights in a
+/// float type or e4m3) plus, for each GEMM weight stored in FP8, its `(out,)` scale vector
+/// (`<key>_scale`).
 pub fn accepted_tensors(c: &DitConfig) -> Vec<TensorSpec> {
-    let mut specs = expected_tensors(c);
+    let gemms: Vec<String> = gemm_weights(c).into_iter().map(|s| s.name).collect();
+    let mut specs: Vec<TensorSpec> = expected_tensors(c)
+        .into_iter()
+        .map(|s| {
+            if gemms.contains(&s.name) {
+                s.stored_as(GEMM_DTYPES)
+            } else {
+                s
+            }
+        })
+        .collect();
     specs.extend(
         gemm_weights(c)
             .into_iter()

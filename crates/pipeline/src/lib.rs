@@ -50,12 +50,14 @@ pub mod scheduler;
 pub mod shapes;
 pub mod sr;
 
+pub use cadence_media::{DecodedAudio, DecodedImage, MediaSource};
 pub use dit_velocity::DitVelocity;
 pub use model::{Stage, StepInfo, TextContext, Velocity, VelocityInput, VelocityModel};
 pub use models::{BaseModel, Mode, ModelDirs, Resolution, VideoDecoder};
 pub use noise::{NoiseSource, ReplayNoise, SeededNoise};
 pub use request::{
-    Conditioning, GenerationRequest, InputSource, Limits, RequestWarning, ValidatedRequest,
+    AudioInput, Conditioning, GenerationRequest, ImageInput, Limits, RequestWarning,
+    ValidatedRequest,
 };
 pub use sampler::{
     AudioDrivenPolicy, AudioOutput, ImageLatents, SampledLatents, Sampler, SamplerConfig,

@@ -12,44 +12,64 @@
 //!   the request needs against its budget.
 
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use cadence_core::{Error, Result};
+use cadence_media::{DecodedAudio, DecodedImage, MediaSource};
 
 use crate::shapes::{audio_frames_for_seconds, LatentShapes, LatentSize, PIXEL_MULTIPLE};
 
-/// An image or audio input: a file, or its bytes in memory (an upload). Each is decoded once
-/// per generation, whatever the number of sizes it is needed at.
+/// The first-frame image of a request: an encoded file (a path, or its bytes in memory such as
+/// an upload) or pixels the caller already decoded. Decoded once per generation, whatever the
+/// number of sizes it is needed at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InputSource {
-    /// A file on disk.
-    Path(PathBuf),
-    /// The file's bytes.
-    Bytes(Arc<[u8]>),
+pub enum ImageInput {
+    /// A PNG, JPEG or WebP file or its bytes.
+    Encoded(MediaSource),
+    /// RGB8 pixels.
+    Decoded(DecodedImage),
 }
 
-impl InputSource {
-    /// For messages: the path, or `uploaded bytes (N B)`.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Path(p) => p.display().to_string(),
-            Self::Bytes(b) => format!("uploaded bytes ({} B)", b.len()),
+/// The driving audio of a request: an encoded file (a path or bytes) or samples the caller
+/// already decoded. Decoded once per generation, for both the model and the soundtrack.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AudioInput {
+    /// A WAV, FLAC, MP3, AAC/M4A or ALAC file or its bytes.
+    Encoded(MediaSource),
+    /// Interleaved samples.
+    Decoded(DecodedAudio),
+}
+
+/// `From` a path, bytes or a [`MediaSource`] (an encoded file) and from the decoded form, for
+/// both input kinds.
+macro_rules! input_from {
+    ($input:ident, $decoded:ty) => {
+        impl From<MediaSource> for $input {
+            fn from(source: MediaSource) -> Self {
+                Self::Encoded(source)
+            }
         }
-    }
-}
 
-impl From<PathBuf> for InputSource {
-    fn from(path: PathBuf) -> Self {
-        Self::Path(path)
-    }
-}
+        impl From<std::path::PathBuf> for $input {
+            fn from(path: std::path::PathBuf) -> Self {
+                Self::Encoded(path.into())
+            }
+        }
 
-impl From<Vec<u8>> for InputSource {
-    fn from(bytes: Vec<u8>) -> Self {
-        Self::Bytes(bytes.into())
-    }
+        impl From<Vec<u8>> for $input {
+            fn from(bytes: Vec<u8>) -> Self {
+                Self::Encoded(bytes.into())
+            }
+        }
+
+        impl From<$decoded> for $input {
+            fn from(decoded: $decoded) -> Self {
+                Self::Decoded(decoded)
+            }
+        }
+    };
 }
+input_from!(ImageInput, DecodedImage);
+input_from!(AudioInput, DecodedAudio);
 
 /// What the user asks for: one clip.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,9 +77,9 @@ pub struct GenerationRequest {
     /// The prompt (the pipeline is tuned for the "enhanced prompt" style).
     pub prompt: String,
     /// Reference image for the first frame (TI2V), if any.
-    pub image: Option<InputSource>,
+    pub image: Option<ImageInput>,
     /// User audio to drive the video (audio-driven mode), if any.
-    pub audio: Option<InputSource>,
+    pub audio: Option<AudioInput>,
     /// Clip length in whole seconds (in audio-driven mode: at most this much of the audio).
     pub seconds: u32,
     /// Base-stage width in pixels.
@@ -415,7 +435,7 @@ mod tests {
     #[test]
     fn audio_driven_shapes_need_the_audio_length() {
         let mut r = GenerationRequest::new("speak");
-        r.audio = Some(InputSource::Path("voice.wav".into()));
+        r.audio = Some(std::path::PathBuf::from("voice.wav").into());
         let v = r.validate(&Limits::default()).unwrap();
         assert_eq!(v.conditioning, Conditioning::TextAudioToVideo);
         assert!(v.shapes(None).is_err());

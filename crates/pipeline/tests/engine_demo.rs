@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use cadence_media::{write_png, write_wav, WavFormat};
 use cadence_pipeline::engine::{Clip, Engine, EngineBuilder, GenerationReport};
-use cadence_pipeline::{BaseModel, GenerationRequest, InputSource, Mode, Resolution};
+use cadence_pipeline::{BaseModel, GenerationRequest, Mode, Resolution};
 
 /// The demo engine for `mode`.
 fn demo(mode: Mode) -> Engine {
@@ -100,7 +100,7 @@ fn image_to_video_with_super_resolution() {
         ..Mode::distilled_t2v()
     });
     let mut request = GenerationRequest::new("a portrait comes to life");
-    request.image = Some(InputSource::Path(reference_image(dir.path())));
+    request.image = Some(reference_image(dir.path()).into());
     (request.width, request.height, request.seconds) = (64, 64, 1);
     (request.sr_width, request.sr_height) = (Some(128), Some(96));
     let (a, report) = run(&engine, &request);
@@ -129,7 +129,7 @@ fn audio_driven_keeps_the_users_sound() {
         ..Mode::distilled_t2v()
     });
     let mut request = GenerationRequest::new("she sings along");
-    request.audio = Some(InputSource::Path(reference_audio(dir.path(), 1.5)));
+    request.audio = Some(reference_audio(dir.path(), 1.5).into());
     (request.width, request.height, request.seconds) = (64, 64, 1);
     let (a, report) = run(&engine, &request);
     // The clip follows the encoded user audio: 1 s of it, 25 latents per second.
@@ -169,7 +169,7 @@ fn missing_components_are_named() {
     });
     let mut request = GenerationRequest::new("x");
     (request.width, request.height, request.seconds) = (64, 64, 1);
-    request.image = Some(InputSource::Path("/nonexistent/face.png".into()));
+    request.image = Some(std::path::PathBuf::from("/nonexistent/face.png").into());
     let err = engine.generate_clip(&request).unwrap_err().to_string();
     assert!(err.contains("/nonexistent/face.png"), "{err}");
 }

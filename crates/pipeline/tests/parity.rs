@@ -27,3 +27,29 @@ fn audio_driven_keeps_user_audio() {
         check_keep_user_audio(case, &Device::Cpu)
     });
 }
+
+/// A zero-SNR case holding only the table (no re-noise tensors and no re-noise tolerance) is
+/// checked as it is; the checker used to demand the re-noise tolerance of every case.
+#[test]
+fn a_zero_snr_table_alone_is_checked() {
+    check_all(&["zero_snr_sigmas"], |case| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(case.file("case.json")).unwrap()).unwrap();
+        meta["tolerance"]
+            .as_object_mut()
+            .unwrap()
+            .remove("out.renoised");
+        std::fs::write(dir.path().join("case.json"), meta.to_string()).unwrap();
+        let io = candle_core::safetensors::load(case.file("io.safetensors"), &Device::Cpu)?;
+        let table: std::collections::HashMap<_, _> = io
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "out.renoised" | "in.latent" | "in.noise"))
+            .collect();
+        candle_core::safetensors::save(&table, dir.path().join("io.safetensors"))?;
+        check_case(
+            &cadence_core::fixtures::Case::open(dir.path())?,
+            &Device::Cpu,
+        )
+    });
+}

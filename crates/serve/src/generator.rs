@@ -2,21 +2,19 @@
 //! crate's input checks. The rest of the server sees only [`ClipGenerator`], [`Catalog`] and
 //! the plain types below, so porting to a new engine API touches this file alone.
 //!
-//! Today's engine reads its image/audio inputs from files, so uploads (held as bytes by the
-//! store) are staged in temporary files here, and `steps` is set on the engine per job.
+//! Uploads (held as bytes by the store) go to the engine as in-memory inputs, decoded once;
+//! `steps` is set on the engine per job.
 
 use std::path::Path;
 use std::time::Duration;
 
 use cadence_core::{CancelToken, Error as CoreError, ErrorKind};
-use cadence_media::{load_reference_audio, load_reference_image, AudioInputOptions};
+use cadence_media::{DecodedAudio, DecodedImage, MediaSource};
 use cadence_pipeline::engine::{
     ClipInfo, ClipSink, Engine, EngineBuilder, Mp4Sink, Progress, StageKind, WeightsSource,
 };
 use cadence_pipeline::memory::{Offload, PrecisionChoice};
-use cadence_pipeline::{
-    GenerationRequest, InputSource, Limits, Mode, ModelDirs, Resolution, VideoDecoder,
-};
+use cadence_pipeline::{GenerationRequest, Limits, Mode, ModelDirs, Resolution, VideoDecoder};
 use cadence_weights::{HubSettings, Manifest, WeightsRoot};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
@@ -456,8 +454,8 @@ impl Catalog {
             super_resolution: matches!(model.sizes, Sizes::SuperResolution(_)),
         };
         // The engine's own checks, with its messages.
-        request(&job, Path::new("image"), Path::new("audio"))
-            .and_then(|(req, _)| req.validate(&Limits::default()).map(drop))
+        let (req, _) = request(&job, &Uploads::default());
+        req.validate(&Limits::default())
             .map_err(|e| InputError::new("prompt", e.to_string()))?;
         Ok(job)
     }
@@ -497,13 +495,9 @@ impl Catalog {
     }
 }
 
-/// The engine's request for `job`, with the uploads at these paths, and whether the model
-/// runs super-resolution.
-fn request(
-    job: &JobInput,
-    image: &Path,
-    audio: &Path,
-) -> cadence_core::Result<(GenerationRequest, bool)> {
+/// The engine's request for `job` with its uploads, and whether the model runs
+/// super-resolution.
+fn request(job: &JobInput, uploads: &Uploads) -> (GenerationRequest, bool) {
     let size = (job.width, job.height);
     // Any super-resolution preset computes the base size the same way.
     let ((w, h), sr_size) = if job.super_resolution {
@@ -511,10 +505,19 @@ fn request(
     } else {
         (size, None)
     };
+    let source = |bytes: &Option<Vec<u8>>| bytes.as_deref().map(|b| MediaSource::Bytes(b.into()));
     let request = GenerationRequest {
         prompt: job.prompt.clone(),
-        image: job.image.then(|| InputSource::Path(image.to_path_buf())),
-        audio: job.audio.then(|| InputSource::Path(audio.to_path_buf())),
+        image: job
+            .image
+            .then(|| source(&uploads.image))
+            .flatten()
+            .map(Into::into),
+        audio: job
+            .audio
+            .then(|| source(&uploads.audio))
+            .flatten()
+            .map(Into::into),
         seconds: job.seconds,
         width: w,
         height: h,
@@ -522,30 +525,28 @@ fn request(
         sr_height: sr_size.map(|s| s.1),
         seed: job.seed,
     };
-    Ok((request, sr_size.is_some()))
+    (request, sr_size.is_some())
 }
 
 /// Decodes the uploads as the engine will, so an unusable file is refused when it is
 /// submitted rather than failing the job later. Blocking: decodes whole files.
-pub fn check_uploads(job: &JobInput, uploads: &Uploads, scratch: &Path) -> Result<(), InputError> {
-    let staged =
-        Staged::new(uploads, scratch).map_err(|e| InputError::new("input_reference", e.message))?;
-    let (req, _) = request(job, staged.image_path(), staged.audio_path())
-        .map_err(|e| InputError::new("prompt", e.to_string()))?;
-    if req.image.is_some() {
-        let path = staged.image_path();
-        load_reference_image(path, req.width, req.height).map_err(|e| {
-            InputError::new(
-                "input_reference",
-                format!(
-                    "input_reference is not a usable image ({}); send a PNG, JPEG or WebP file",
-                    short(&e, path)
-                ),
-            )
-        })?;
+pub fn check_uploads(job: &JobInput, uploads: &Uploads) -> Result<(), InputError> {
+    let (req, _) = request(job, uploads);
+    if let (true, Some(bytes)) = (job.image, &uploads.image) {
+        let source = MediaSource::Bytes(bytes.as_slice().into());
+        DecodedImage::decode(&source)
+            .and_then(|image| image.reference(req.width, req.height))
+            .map_err(|e| {
+                InputError::new(
+                    "input_reference",
+                    format!(
+                        "input_reference is not a usable image ({}); send a PNG, JPEG or WebP file",
+                        short(&e, &source)
+                    ),
+                )
+            })?;
     }
-    if let (true, Some(bytes)) = (req.audio.is_some(), &uploads.audio) {
-        let path = staged.audio_path();
+    if let (true, Some(bytes)) = (job.audio, &uploads.audio) {
         let audio_error = |why: String| {
             InputError::new(
                 "input_audio",
@@ -565,8 +566,10 @@ pub fn check_uploads(job: &JobInput, uploads: &Uploads, scratch: &Path) -> Resul
                 ),
             ));
         }
-        load_reference_audio(path, &AudioInputOptions::default())
-            .map_err(|e| audio_error(short(&e, path)))?;
+        let source = MediaSource::Bytes(bytes.as_slice().into());
+        DecodedAudio::decode(&source)
+            .and_then(|audio| audio.reference(&Default::default()))
+            .map_err(|e| audio_error(short(&e, &source)))?;
     }
     Ok(())
 }
@@ -612,59 +615,17 @@ fn audio_seconds(bytes: &[u8], limit: f64) -> Result<f64, String> {
     Ok(seconds(end))
 }
 
-/// A media error's message about the staged file at `path`, naming it as the upload instead
-/// (the server's paths are nobody's business).
-fn short(e: &CoreError, path: &Path) -> String {
+/// A media error's message without the name the library gives the in-memory `source` (the
+/// client knows which upload it sent).
+fn short(e: &CoreError, source: &MediaSource) -> String {
     let message = match e {
-        CoreError::Io { source, .. } => source.to_string(),
         CoreError::InvalidInput(m) => m.clone(),
         other => other.to_string(),
     };
-    message.replace(&path.display().to_string(), "the file")
+    message.replace(&format!(" {source}"), "")
 }
 
-/// Uploads written to temporary files for the engine; removed on drop.
-struct Staged {
-    image: Option<tempfile::NamedTempFile>,
-    audio: Option<tempfile::NamedTempFile>,
-}
-
-impl Staged {
-    fn new(uploads: &Uploads, dir: &Path) -> Result<Self, GenError> {
-        let stage = |bytes: &Option<Vec<u8>>| -> Result<_, GenError> {
-            bytes
-                .as_ref()
-                .map(|b| {
-                    let mut f = tempfile::Builder::new()
-                        .prefix("upload-")
-                        .tempfile_in(dir)?;
-                    std::io::Write::write_all(&mut f, b)?;
-                    Ok(f)
-                })
-                .transpose()
-                .map_err(|e: std::io::Error| {
-                    GenError::new(
-                        GenErrorKind::Internal,
-                        format!("cannot stage an upload in {}: {e}", dir.display()),
-                    )
-                })
-        };
-        Ok(Self {
-            image: stage(&uploads.image)?,
-            audio: stage(&uploads.audio)?,
-        })
-    }
-
-    fn image_path(&self) -> &Path {
-        self.image.as_ref().map_or(Path::new("image"), |f| f.path())
-    }
-
-    fn audio_path(&self) -> &Path {
-        self.audio.as_ref().map_or(Path::new("audio"), |f| f.path())
-    }
-}
-
-/// [`ClipGenerator`] over today's [`Engine`].
+/// [`ClipGenerator`] over the [`Engine`].
 pub struct EngineGenerator {
     engine: Engine,
     /// The model's own number of base steps, restored after a job that set its own.
@@ -746,9 +707,7 @@ impl ClipGenerator for EngineGenerator {
         progress: &mut dyn FnMut(Update),
         cancel: &CancelToken,
     ) -> Result<Generated, GenError> {
-        let scratch = out.parent().unwrap_or(Path::new("."));
-        let staged = Staged::new(uploads, scratch)?;
-        let (request, sr) = request(job, staged.image_path(), staged.audio_path())?;
+        let (request, sr) = request(job, uploads);
         self.engine
             .set_base_steps(job.steps.unwrap_or(self.default_steps))?;
         let mut relay = Relay {
@@ -938,7 +897,7 @@ mod tests {
         r.model = Some("magihuman-distilled-540p".into());
         r.size = Some("512x896".into());
         let job = c.resolve(&r, 7).unwrap();
-        let (req, sr) = request(&job, Path::new("i"), Path::new("a")).unwrap();
+        let (req, sr) = request(&job, &Uploads::default());
         assert!(sr);
         assert_eq!(
             (req.width, req.height, req.sr_width, req.sr_height),
@@ -1015,13 +974,12 @@ mod tests {
         r.audio = true;
         r.size = Some("64x64".into());
         let job = c.resolve(&r, 1).unwrap();
-        let dir = tempfile::tempdir().unwrap();
         let check = |bytes: Vec<u8>| {
             let uploads = Uploads {
                 image: None,
                 audio: Some(bytes),
             };
-            check_uploads(&job, &uploads, dir.path())
+            check_uploads(&job, &uploads)
         };
         assert_eq!(audio_seconds(&wav(3), 60.0).unwrap(), 3.0);
         check(wav(3)).unwrap();
@@ -1030,17 +988,13 @@ mod tests {
         assert!(e.message.contains("more than 60 s"), "{}", e.message);
         let e = check(b"RIFF\x10\x00\x00\x00WAVEjunk".to_vec()).unwrap_err();
         assert!(e.message.contains("not usable audio"), "{}", e.message);
-        // Refusals never show the server's scratch paths.
+        // Refusals name the upload, not the library's name for in-memory bytes.
         let mut silent = wav(1);
         let n = silent.len();
         silent[n - 16_000..].fill(0);
         let e = check(silent).unwrap_err();
         assert!(e.message.contains("silent"), "{}", e.message);
-        assert!(
-            !e.message.contains(&dir.path().display().to_string()),
-            "{}",
-            e.message
-        );
+        assert!(!e.message.contains("in-memory bytes"), "{}", e.message);
     }
 
     #[test]

@@ -68,14 +68,13 @@ impl TextEncoder {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        cfg.validate()?;
         if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16 | DType::F64) {
             return Err(Error::Config(format!(
                 "the text encoder computes in a float dtype (bf16 as the reference, or f32), \
                  not {dtype:?}"
             )));
         }
-        ckpt.verify(ENCODER_PREFIX, &cfg.tensor_specs())?;
+        Self::verify(ckpt, cfg)?;
         let embed_tokens = ckpt.load(
             &format!("{ENCODER_PREFIX}embed_tokens.weight"),
             dtype,
@@ -108,6 +107,20 @@ impl TextEncoder {
     /// `model.safetensors`). Hyper-parameters come from its `config.json`; without one, the
     /// real T5Gemma-9B preset is assumed (and the key check catches any other model).
     pub fn open(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let (ckpt, cfg) = Self::open_dir(dir)?;
+        Self::load(&ckpt, &cfg, dtype, device)
+    }
+
+    /// Every check [`TextEncoder::open`] makes (config, index and shards, headers, keys,
+    /// shapes, dtypes) without reading a weight: what `cadence check` runs.
+    pub fn check_dir(dir: &Path) -> Result<()> {
+        let (ckpt, cfg) = Self::open_dir(dir)?;
+        Self::verify(&ckpt, &cfg)
+    }
+
+    /// The checkpoint in `dir` and its hyper-parameters (`config.json`, else the T5Gemma-9B
+    /// preset).
+    fn open_dir(dir: &Path) -> Result<(Checkpoint, TextEncoderConfig)> {
         let config = dir.join("config.json");
         let cfg = if config.is_file() {
             TextEncoderConfig::from_file(&config)?
@@ -118,8 +131,14 @@ impl TextEncoder {
             );
             TextEncoderConfig::t5gemma_9b()
         };
-        let ckpt = Checkpoint::open(dir)?;
-        Self::load(&ckpt, &cfg, dtype, device)
+        Ok((Checkpoint::open(dir)?, cfg))
+    }
+
+    /// Fails unless `cfg` is valid and the `model.encoder.*` keys of `ckpt` are exactly its
+    /// tensors, each in a type the encoder reads.
+    pub fn verify(ckpt: &dyn WeightSource, cfg: &TextEncoderConfig) -> Result<()> {
+        cfg.validate()?;
+        ckpt.verify(ENCODER_PREFIX, &cfg.tensor_specs())
     }
 
     /// Selects soft-capped ("eager") or official (default, no soft-cap) attention.

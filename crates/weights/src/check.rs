@@ -13,7 +13,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::formats::{is_sha256, safetensors_tensors, sha256_file, validate, Format, ShardIndex};
 use crate::manifest::{Component, FileSpec, Manifest};
 use crate::root::{Located, WeightsRoot};
@@ -235,10 +235,17 @@ fn check_sharded(
     let idx = match ShardIndex::read(&index_path) {
         Ok(idx) => idx,
         Err(e) => {
+            // The status adds the advice; the error's own copy of it would say it twice.
+            let why = match e {
+                Error::BadIndex { detail, .. } => {
+                    format!("not a usable safetensors index ({detail})")
+                }
+                other => other.to_string(),
+            };
             files.push(FileCheck {
                 name: index.to_string(),
                 path: Some(index_path),
-                status: FileStatus::Corrupt(e.to_string()),
+                status: FileStatus::Corrupt(why),
             });
             return;
         }

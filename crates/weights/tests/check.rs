@@ -137,6 +137,28 @@ fn every_kind_of_damage_is_named() {
     )));
 }
 
+/// An index with a bad entry is reported once with its reason and the advice said once (it
+/// used to read "...; delete it and fetch again; delete it and fetch again").
+#[test]
+fn a_bad_index_entry_gives_the_advice_once() {
+    let dir = tempfile::tempdir().unwrap();
+    complete(dir.path());
+    write(
+        dir.path(),
+        "distill/model.safetensors.index.json",
+        br#"{"weight_map": {"a": "s1.safetensors", "b": "../../escape.safetensors"}}"#,
+    );
+    let report = run(dir.path(), CheckOptions::default());
+    let problems = report.problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let line = &problems[0];
+    assert!(
+        line.contains("shard name `../../escape.safetensors` is not a plain relative path"),
+        "{line}"
+    );
+    assert_eq!(line.matches("fetch again").count(), 1, "{line}");
+}
+
 #[test]
 fn hashes_are_checked_when_known_and_asked_for() {
     let dir = tempfile::tempdir().unwrap();

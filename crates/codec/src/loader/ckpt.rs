@@ -9,7 +9,7 @@ use std::path::Path;
 
 use cadence_core::{Error, Result};
 
-use super::{Source, StateDict, TorchArchive};
+use super::{Source, StateDict, Stored, TorchArchive};
 
 /// How a Lightning checkpoint wraps a model's state dict.
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +44,7 @@ impl StateDict {
             if layout.ignored.iter().any(|p| key.starts_with(p)) {
                 continue;
             }
-            keys.insert(key.to_string(), (stored.clone(), t.shape.clone()));
+            keys.insert(key.to_string(), Stored::new(stored, &t.shape, t.dtype));
         }
         Ok(Self::from_parts(path, Source::Torch(archive), keys))
     }

@@ -10,8 +10,9 @@
 //! candle-nn `VarBuilder` over it ([`StateDict::var_builder`]), which checks every shape as the
 //! tensor is taken. Before building, [`StateDict::verify`] compares the file key for key with the
 //! list the model derives from its config ([`record_specs`] runs the model constructor against a
-//! recorder that allocates nothing), naming every missing, unexpected and mis-shaped key: the
-//! reference loads non-strictly and would silently run with a wrong or partial file.
+//! recorder that allocates nothing), naming every missing, unexpected, mis-shaped and mis-typed
+//! key (the same check as every safetensors loader: [`cadence_core::checkpoint::mismatch_report`]):
+//! the reference loads non-strictly and would silently run with a wrong or partial file.
 
 pub mod ckpt;
 pub mod pickle;
@@ -20,10 +21,9 @@ pub mod spec;
 pub mod torch_zip;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use cadence_core::{Checkpoint, Error, Result, TensorSpec};
+use cadence_core::{Checkpoint, Error, Result, TensorSpec, WeightSource};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
@@ -38,12 +38,20 @@ enum Source {
     Safetensors(Checkpoint),
 }
 
-/// A model's tensors in a checkpoint file: model key -> stored key and shape.
+/// Where a model key's tensor is in the file, and what is stored there.
+#[derive(Debug, Clone)]
+struct Stored {
+    key: String,
+    shape: Vec<usize>,
+    dtype: DType,
+}
+
+/// A model's tensors in a checkpoint file: model key -> stored key, shape and dtype.
 #[derive(Debug)]
 pub struct StateDict {
     path: PathBuf,
     source: Source,
-    keys: BTreeMap<String, (String, Vec<usize>)>,
+    keys: BTreeMap<String, Stored>,
 }
 
 impl StateDict {
@@ -53,7 +61,7 @@ impl StateDict {
         let keys = archive
             .tensors()
             .iter()
-            .map(|(k, t)| (k.clone(), (k.clone(), t.shape.clone())))
+            .map(|(k, t)| (k.clone(), Stored::new(k, &t.shape, t.dtype)))
             .collect();
         Ok(Self {
             path: path.as_ref().to_path_buf(),
@@ -62,11 +70,7 @@ impl StateDict {
         })
     }
 
-    fn from_parts(
-        path: &Path,
-        source: Source,
-        keys: BTreeMap<String, (String, Vec<usize>)>,
-    ) -> Self {
+    fn from_parts(path: &Path, source: Source, keys: BTreeMap<String, Stored>) -> Self {
         Self {
             path: path.to_path_buf(),
             source,
@@ -83,37 +87,25 @@ impl StateDict {
     pub fn shapes(&self) -> BTreeMap<String, Vec<usize>> {
         self.keys
             .iter()
-            .map(|(k, (_, s))| (k.clone(), s.clone()))
+            .map(|(k, s)| (k.clone(), s.shape.clone()))
             .collect()
     }
 
     /// Loads model key `key` in its stored dtype onto `device`.
     pub fn load(&self, key: &str, device: &Device) -> Result<Tensor> {
-        let (stored, _) = self.keys.get(key).ok_or_else(|| {
+        let stored = self.keys.get(key).ok_or_else(|| {
             Error::checkpoint(&self.path, format!("tensor {key} is not in the checkpoint"))
         })?;
         match &self.source {
-            Source::Torch(a) => a.load(stored, device),
-            Source::Safetensors(c) => {
-                let dtype = c.stored().get(stored).map(|t| t.dtype).ok_or_else(|| {
-                    Error::checkpoint(&self.path, format!("tensor {stored} is not in the file"))
-                })?;
-                c.load(stored, dtype, device)
-            }
+            Source::Torch(a) => a.load(&stored.key, device),
+            Source::Safetensors(c) => c.load(&stored.key, stored.dtype, device),
         }
     }
 
-    /// Fails with [`Error::KeyMismatch`] unless the file holds exactly `expected`.
+    /// Fails with [`Error::KeyMismatch`] unless the file holds exactly `expected`, each
+    /// tensor in a type the model reads.
     pub fn verify(&self, expected: &[TensorSpec]) -> Result<()> {
-        let report = mismatch_report(&self.shapes(), expected);
-        if report.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::KeyMismatch {
-                path: self.path.clone(),
-                report,
-            })
-        }
+        WeightSource::verify(self, "", expected)
     }
 
     /// A `VarBuilder` that loads each tensor on request, converted to `dtype` on `device`.
@@ -122,37 +114,36 @@ impl StateDict {
     }
 }
 
-/// One line per missing, unexpected or mis-shaped key; empty when `stored` matches `expected`.
-pub fn mismatch_report(stored: &BTreeMap<String, Vec<usize>>, expected: &[TensorSpec]) -> String {
-    let mut report = String::new();
-    let mut wanted = std::collections::BTreeSet::new();
-    for spec in expected {
-        match stored.get(&spec.name) {
-            None if spec.optional => {}
-            None => {
-                let _ = writeln!(
-                    report,
-                    "  missing: {} (expected shape {:?})",
-                    spec.name, spec.shape
-                );
-            }
-            Some(s) if *s != spec.shape => {
-                let _ = writeln!(
-                    report,
-                    "  wrong shape: {} is {s:?} in the file, the model expects {:?}",
-                    spec.name, spec.shape
-                );
-            }
-            Some(_) => {}
-        }
-        wanted.insert(spec.name.as_str());
-    }
-    for (key, s) in stored {
-        if !wanted.contains(key.as_str()) {
-            let _ = writeln!(report, "  unexpected: {key} {s:?}");
+impl Stored {
+    fn new(key: &str, shape: &[usize], dtype: DType) -> Self {
+        Self {
+            key: key.to_string(),
+            shape: shape.to_vec(),
+            dtype,
         }
     }
-    report
+}
+
+/// The verification the safetensors loaders run ([`WeightSource::verify`]) applies as is.
+impl WeightSource for StateDict {
+    fn contains(&self, key: &str) -> bool {
+        self.keys.contains_key(key)
+    }
+    fn shape(&self, key: &str) -> Option<Vec<usize>> {
+        self.keys.get(key).map(|s| s.shape.clone())
+    }
+    fn dtype(&self, key: &str) -> Option<DType> {
+        self.keys.get(key).map(|s| s.dtype)
+    }
+    fn keys(&self) -> Vec<String> {
+        self.keys.keys().cloned().collect()
+    }
+    fn load(&self, key: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        Ok(StateDict::load(self, key, device)?.to_dtype(dtype)?)
+    }
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
 }
 
 struct Backend<'a>(&'a StateDict);

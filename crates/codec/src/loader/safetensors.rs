@@ -6,7 +6,7 @@ use std::path::Path;
 
 use cadence_core::{Checkpoint, Result};
 
-use super::{Source, StateDict};
+use super::{Source, StateDict, Stored};
 
 impl StateDict {
     /// The tensors under `prefix` (stripped) of a safetensors checkpoint (file, folder or shard
@@ -19,7 +19,7 @@ impl StateDict {
             .iter()
             .filter_map(|(k, t)| {
                 let key = k.strip_prefix(prefix)?;
-                Some((key.to_string(), (k.clone(), t.shape.clone())))
+                Some((key.to_string(), Stored::new(k, &t.shape, t.dtype)))
             })
             .collect();
         Ok(Self::from_parts(path, Source::Safetensors(ckpt), keys))

@@ -1,5 +1,6 @@
 //! `OobleckDecoder`: latent -> stereo waveform, 2048 samples per latent frame.
 
+use cadence_core::CancelToken;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -33,9 +34,10 @@ impl DecoderBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, cancel: &CancelToken) -> cadence_core::Result<Tensor> {
         let mut x = self.conv.forward(&self.snake.forward(x)?)?;
         for u in &self.units {
+            cancel.check()?;
             x = u.forward(&x)?;
         }
         Ok(x)
@@ -90,17 +92,16 @@ impl Decoder {
         })
     }
 
-    /// `[B, latent_dim, T] -> [B, C_out, 2048·T]` (unbounded unless `final_tanh`).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `[B, latent_dim, T] -> [B, C_out, 2048·T]` (unbounded unless `final_tanh`). `cancel`
+    /// is checked before every block and residual unit.
+    pub fn forward(&self, x: &Tensor, cancel: &CancelToken) -> cadence_core::Result<Tensor> {
         let mut x = self.conv_in.forward(x)?;
         for b in &self.blocks {
-            x = b.forward(&x)?;
+            cancel.check()?;
+            x = b.forward(&x, cancel)?;
         }
+        cancel.check()?;
         let y = self.conv_out.forward(&self.snake.forward(&x)?)?;
-        if self.final_tanh {
-            y.tanh()
-        } else {
-            Ok(y)
-        }
+        Ok(if self.final_tanh { y.tanh()? } else { y })
     }
 }

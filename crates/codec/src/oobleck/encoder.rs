@@ -1,5 +1,6 @@
 //! `OobleckEncoder`: stereo waveform -> `2·latent` channels at 1/2048 of the sample rate.
 
+use cadence_core::CancelToken;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -33,12 +34,13 @@ impl EncoderBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, cancel: &CancelToken) -> cadence_core::Result<Tensor> {
         let mut x = x.clone();
         for u in &self.units {
+            cancel.check()?;
             x = u.forward(&x)?;
         }
-        self.conv.forward(&self.snake.forward(&x)?)
+        Ok(self.conv.forward(&self.snake.forward(&x)?)?)
     }
 }
 
@@ -84,12 +86,14 @@ impl Encoder {
         })
     }
 
-    /// `[B, C_in, N] -> [B, latent_dim, floor(N / 2048)]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `[B, C_in, N] -> [B, latent_dim, floor(N / 2048)]`. `cancel` is checked before every
+    /// residual unit.
+    pub fn forward(&self, x: &Tensor, cancel: &CancelToken) -> cadence_core::Result<Tensor> {
         let mut x = self.conv_in.forward(x)?;
         for b in &self.blocks {
-            x = b.forward(&x)?;
+            x = b.forward(&x, cancel)?;
         }
-        self.conv_out.forward(&self.snake.forward(&x)?)
+        cancel.check()?;
+        Ok(self.conv_out.forward(&self.snake.forward(&x)?)?)
     }
 }

@@ -9,13 +9,18 @@ pub mod layers;
 use std::collections::VecDeque;
 use std::path::Path;
 
-use cadence_core::{Error, Result, TensorSpec};
+use cadence_core::{CancelToken, Error, Result, TensorSpec};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 pub use config::OobleckConfig;
 
 use crate::loader::{record_specs, StateDict};
+
+/// Stable Audio Open's checkpoint file name in its component folder (`weights.toml`).
+pub const CHECKPOINT_FILE: &str = "model.safetensors";
+/// Its config's file name in the same folder.
+pub const CONFIG_FILE: &str = "model_config.json";
 
 /// Key prefix of the VAE inside Stable Audio Open's `model.safetensors`.
 pub const CHECKPOINT_PREFIX: &str = "pretransform.model.";
@@ -91,14 +96,33 @@ impl Oobleck {
         model_config: impl AsRef<Path>,
         device: &Device,
     ) -> Result<Self> {
-        let cfg = OobleckConfig::from_model_config(model_config)?;
-        let sd = StateDict::from_safetensors(model, CHECKPOINT_PREFIX)?;
+        let (sd, cfg) = Self::open(model, model_config)?;
         Self::from_state_dict(&sd, &cfg, device)
+    }
+
+    /// Every check [`Oobleck::load`] makes (config, safetensors header, keys, shapes, dtypes)
+    /// without reading a weight: what `cadence check` runs.
+    pub fn check_files(model: impl AsRef<Path>, model_config: impl AsRef<Path>) -> Result<()> {
+        let (sd, cfg) = Self::open(model, model_config)?;
+        Self::verify(&sd, &cfg)
+    }
+
+    fn open(
+        model: impl AsRef<Path>,
+        model_config: impl AsRef<Path>,
+    ) -> Result<(StateDict, OobleckConfig)> {
+        let cfg = OobleckConfig::from_model_config(model_config)?;
+        Ok((StateDict::from_safetensors(model, CHECKPOINT_PREFIX)?, cfg))
+    }
+
+    /// Fails unless `sd` holds exactly the tensors of `cfg`, in types the model reads.
+    pub fn verify(sd: &StateDict, cfg: &OobleckConfig) -> Result<()> {
+        sd.verify(&Self::tensor_specs(cfg)?)
     }
 
     /// Builds from any [`StateDict`] with the reference's key names (`encoder.*`, `decoder.*`).
     pub fn from_state_dict(sd: &StateDict, cfg: &OobleckConfig, device: &Device) -> Result<Self> {
-        sd.verify(&Self::tensor_specs(cfg)?)?;
+        Self::verify(sd, cfg)?;
         Self::new(&sd.var_builder(DType::F32, device), cfg)
     }
 
@@ -124,16 +148,16 @@ impl Oobleck {
     }
 
     /// Latent `[B, 64, T]` (or unbatched `[64, T]`) -> waveform `[B, 2, 2048·T]` (`[1, 2, ·]`
-    /// for unbatched input, as the reference's broadcast gives).
-    pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
+    /// for unbatched input, as the reference's broadcast gives). Stops with
+    /// [`Error::Cancelled`] within one residual unit of `cancel` being set.
+    pub fn decode(&self, latent: &Tensor, cancel: &CancelToken) -> Result<Tensor> {
         let x = batched(latent, self.cfg.latent_dim, "latent")?;
-        Ok(self
-            .decoder
-            .forward(&x.to_dtype(DType::F32)?.to_device(&self.device)?)?)
+        self.decoder
+            .forward(&x.to_dtype(DType::F32)?.to_device(&self.device)?, cancel)
     }
 
     /// The encoder output before the bottleneck, `[B, 128, floor(N / 2048)]` (mean, then scale).
-    pub fn encode_pre_bottleneck(&self, audio: &Tensor) -> Result<Tensor> {
+    pub fn encode_pre_bottleneck(&self, audio: &Tensor, cancel: &CancelToken) -> Result<Tensor> {
         let x = batched(audio, self.cfg.encoder.in_channels, "waveform")?;
         let len = x.dim(2)?;
         if len < self.cfg.downsampling_ratio {
@@ -142,15 +166,19 @@ impl Oobleck {
                 self.cfg.downsampling_ratio
             )));
         }
-        Ok(self
-            .encoder
-            .forward(&x.to_dtype(DType::F32)?.to_device(&self.device)?)?)
+        self.encoder
+            .forward(&x.to_dtype(DType::F32)?.to_device(&self.device)?, cancel)
     }
 
     /// Waveform `[B, 2, N]` (or `[2, N]`) -> latent `[B, 64, floor(N / 2048)]`, sampled as the
     /// reference does: `noise · (softplus(scale) + 1e-4) + mean`.
-    pub fn encode(&self, audio: &Tensor, noise: &mut dyn BottleneckNoise) -> Result<Tensor> {
-        bottleneck_sample(&self.encode_pre_bottleneck(audio)?, noise)
+    pub fn encode(
+        &self,
+        audio: &Tensor,
+        noise: &mut dyn BottleneckNoise,
+        cancel: &CancelToken,
+    ) -> Result<Tensor> {
+        bottleneck_sample(&self.encode_pre_bottleneck(audio, cancel)?, noise)
     }
 }
 

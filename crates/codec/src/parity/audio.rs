@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use cadence_core::fixtures::Case;
-use cadence_core::{Error, Result};
+use cadence_core::{CancelToken, Error, Result};
 
 use super::checker::{suffix, Checker};
 use crate::audio_glue::resample_51200_to_44100;
@@ -27,26 +27,40 @@ fn load(case: &Case, device: &Device) -> Result<Oobleck> {
     Oobleck::from_state_dict(&sd, &cfg, device)
 }
 
-/// Decode (batched and unbatched), the pre-bottleneck encoder state, and the mean and sampled
-/// latents with the recorded noise.
+/// Whatever the case holds of: the decode (`in.latent` -> `out.waveform`, batched and
+/// unbatched) and the encode (`in.waveform` -> the pre-bottleneck state, the mean latent, and
+/// the sampled latent with the recorded `in.noise`). The reference can record either half
+/// alone; a case with neither fails.
 pub(super) fn check_oobleck(case: &Case, device: &Device) -> Result<()> {
     let vae = load(case, device)?;
     let c = Checker::new(case, device)?;
-    let latent = c.get("in.latent")?;
-    c.check("out.waveform", &vae.decode(&latent)?)?;
-    // The pipeline decodes unbatched latents; same result.
-    c.check("out.waveform", &vae.decode(&latent.squeeze(0)?)?)?;
-    let wave = c.get("in.waveform")?;
-    let h = vae.encode_pre_bottleneck(&wave)?;
-    if c.has("mid.pre_bottleneck") {
-        c.check("mid.pre_bottleneck", &h)?;
+    // Parity runs are never cancelled.
+    let never = CancelToken::new();
+    if !c.has("in.latent") && !c.has("in.waveform") {
+        return Err(Error::Config(format!(
+            "{}: io.safetensors holds neither in.latent (decode) nor in.waveform (encode)",
+            case.name
+        )));
     }
-    c.check("out.latent_mean", &vae.encode(&wave, &mut MeanOnly)?)?;
-    let noise = c.get("in.noise")?;
-    c.check(
-        "out.latent_sample",
-        &vae.encode(&wave, &mut ReplayNoise::new([noise]))?,
-    )?;
+    if c.has("in.latent") {
+        let latent = c.get("in.latent")?;
+        c.check_declared("out.waveform", || vae.decode(&latent, &never))?;
+        // The pipeline decodes unbatched latents; same result.
+        c.check_declared("out.waveform", || vae.decode(&latent.squeeze(0)?, &never))?;
+    }
+    if c.has("in.waveform") {
+        let wave = c.get("in.waveform")?;
+        c.check_declared("mid.pre_bottleneck", || {
+            vae.encode_pre_bottleneck(&wave, &never)
+        })?;
+        c.check_declared("out.latent_mean", || {
+            vae.encode(&wave, &mut MeanOnly, &never)
+        })?;
+        c.check_declared("out.latent_sample", || {
+            let noise = c.get("in.noise")?;
+            vae.encode(&wave, &mut ReplayNoise::new([noise]), &never)
+        })?;
+    }
     c.finish()
 }
 
@@ -73,49 +87,72 @@ fn reference_cfg(case: &Case) -> Result<(ReferenceAudioConfig, Option<f64>)> {
 pub(super) fn check_audio_post(case: &Case, device: &Device) -> Result<()> {
     let vae = load(case, device)?;
     let c = Checker::new(case, device)?;
+    let never = CancelToken::new();
     // (a) the 441/512 FFT resample: in.wave_<x> -> out.wave_<x>_resampled
     for input in c.names("in.wave_") {
         let tag = suffix(&input, "in.wave_");
         let name = format!("out.wave_{tag}_resampled");
-        let got = resample_51200_to_44100(&c.get(&input)?)?;
-        c.check(&name, &got)?;
+        c.check_declared(&name, || resample_51200_to_44100(&c.get(&input)?))?;
     }
     // (b) post_process: DiT latent -> 51.2 kHz decode -> 44.1 kHz
-    let latent = c.get("in.latent_audio")?;
-    if c.has("mid.audio_51200") {
-        c.check("mid.audio_51200", &vae.decode(&latent.squeeze(0)?.t()?)?)?;
+    if c.has("in.latent_audio") {
+        let latent = c.get("in.latent_audio")?;
+        c.check_declared("mid.audio_51200", || {
+            vae.decode(&latent.squeeze(0)?.t()?, &never)
+        })?;
+        c.check_declared("out.audio_44100", || {
+            latent_to_waveform_44100(&vae, &latent, &never)
+        })?;
     }
-    c.check("out.audio_44100", &latent_to_waveform_44100(&vae, &latent)?)?;
     // (c) reference audio: in.<clip>_pcm_s16 with replayed noise and with zero noise
-    let (cfg, seconds) = reference_cfg(case)?;
-    for pcm_name in c
+    let clips: Vec<String> = c
         .names("in.")
         .into_iter()
         .filter(|n| n.ends_with("_pcm_s16"))
-    {
-        let clip = pcm_name
-            .strip_prefix("in.")
-            .and_then(|n| n.strip_suffix("_pcm_s16"))
-            .unwrap_or_default()
-            .to_string();
-        let pcm = c.get_as(&pcm_name, DType::F32)?;
-        let wave = (pcm / 32768.0)?;
+        .collect();
+    if !clips.is_empty() {
+        // Read only when a clip needs it: a case without clips need not state the windowing.
+        let (cfg, seconds) = reference_cfg(case)?;
+        for pcm_name in &clips {
+            check_reference_clip(&c, &vae, pcm_name, &cfg, seconds)?;
+        }
+    }
+    c.finish()
+}
+
+/// One reference-audio clip `in.<clip>_pcm_s16`: its window encodes and whichever of the
+/// sampled (replayed noise) and mean latents the case holds.
+fn check_reference_clip(
+    c: &Checker,
+    vae: &Oobleck,
+    pcm_name: &str,
+    cfg: &ReferenceAudioConfig,
+    seconds: Option<f64>,
+) -> Result<()> {
+    let never = CancelToken::new();
+    let clip = pcm_name
+        .strip_prefix("in.")
+        .and_then(|n| n.strip_suffix("_pcm_s16"))
+        .unwrap_or_default();
+    let pcm = c.get_as(pcm_name, DType::F32)?;
+    let wave = (pcm / 32768.0)?;
+    // The windows' encoder states do not depend on the noise: the mean run gives them.
+    let mean = encode_reference_audio(vae, &wave, seconds, cfg, &mut MeanOnly, &never)?;
+    for (k, h) in mean.window_pre_bottleneck.iter().enumerate() {
+        let name = format!("mid.{clip}_chunk{k}_pre_bottleneck");
+        if c.has(&name) {
+            c.check(&name, h)?;
+        }
+    }
+    c.check_declared(&format!("out.{clip}_latent_mean"), || Ok(mean.latent))?;
+    c.check_declared(&format!("out.{clip}_latent_sample"), || {
         let noise: Vec<Tensor> = c
             .names(&format!("in.{clip}_noise_chunk"))
             .iter()
             .map(|n| c.get(n))
             .collect::<Result<_>>()?;
         let mut replay = ReplayNoise::new(noise);
-        let sampled = encode_reference_audio(&vae, &wave, seconds, &cfg, &mut replay)?;
-        for (k, h) in sampled.window_pre_bottleneck.iter().enumerate() {
-            let name = format!("mid.{clip}_chunk{k}_pre_bottleneck");
-            if c.has(&name) {
-                c.check(&name, h)?;
-            }
-        }
-        c.check(&format!("out.{clip}_latent_sample"), &sampled.latent)?;
-        let mean = encode_reference_audio(&vae, &wave, seconds, &cfg, &mut MeanOnly)?;
-        c.check(&format!("out.{clip}_latent_mean"), &mean.latent)?;
-    }
-    c.finish()
+        Ok(encode_reference_audio(vae, &wave, seconds, cfg, &mut replay, &never)?.latent)
+    })?;
+    Ok(())
 }

@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 
 use cadence_core::compare::diff;
 use cadence_core::fixtures::{Case, CaseIo};
-use cadence_core::{Error, Result};
+use cadence_core::{CancelToken, Error, Result};
 
 use super::{turbo, wan, BF16_REL_L2};
 
@@ -27,7 +27,7 @@ pub(super) fn check_wan(case: &Case, device: &Device) -> Result<()> {
     let vae = wan::load(case, DType::BF16, device)?;
     let io = CaseIo::open(case)?;
     if case.kind == "wan22_vae_encode" {
-        let latent = vae.encode_video(&io.on("in.video", device)?)?;
+        let latent = vae.encode_video(&io.on("in.video", device)?, &CancelToken::new())?;
         if latent.dtype() != DType::F32 {
             return Err(Error::InvalidInput(format!(
                 "the bf16 encoder returns a {:?} latent, not f32",
@@ -36,7 +36,7 @@ pub(super) fn check_wan(case: &Case, device: &Device) -> Result<()> {
         }
         expect_close(case, "out.latent", &latent, io.get("out.latent")?)
     } else {
-        let video = vae.decode(&io.on("in.latent", device)?)?;
+        let video = vae.decode(&io.on("in.latent", device)?, &CancelToken::new())?;
         expect_close(case, "out.video", &video, io.get("out.video")?)
     }
 }
@@ -47,7 +47,7 @@ pub(super) fn check_turbo(case: &Case, device: &Device) -> Result<()> {
     let io = CaseIo::open(case)?;
     for input in io.names("in.latent") {
         let tag = &input["in.latent".len()..];
-        let video = vae.decode(&io.on(&input, device)?)?;
+        let video = vae.decode(&io.on(&input, device)?, &CancelToken::new())?;
         let name = format!("out.video{tag}");
         expect_close(case, &name, &video, io.get(&name)?)?;
     }

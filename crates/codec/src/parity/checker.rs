@@ -15,6 +15,8 @@ use crate::video::VideoChunk;
 pub(super) struct Checker<'a> {
     io: CaseIo<'a>,
     device: Device,
+    /// Comparisons made, so that a case holding nothing this checker compares fails.
+    compared: std::cell::Cell<usize>,
 }
 
 impl<'a> Checker<'a> {
@@ -23,6 +25,7 @@ impl<'a> Checker<'a> {
         Ok(Self {
             io: CaseIo::open(case)?,
             device: device.clone(),
+            compared: std::cell::Cell::new(0),
         })
     }
 
@@ -100,11 +103,31 @@ impl<'a> Checker<'a> {
             worst * 100.0
         );
         self.io.mark_checked(name);
+        self.compared.set(self.compared.get() + 1);
         Ok(())
     }
 
-    /// Fails unless every `out.*` tensor of the case was checked.
+    /// Compares io tensor `name` with what `compute` gives, if the case holds `name` (a case
+    /// may record any subset of a computation's outputs).
+    pub(super) fn check_declared(
+        &self,
+        name: &str,
+        compute: impl FnOnce() -> Result<Tensor>,
+    ) -> Result<()> {
+        if self.has(name) {
+            self.check(name, &compute()?)?;
+        }
+        Ok(())
+    }
+
+    /// Fails unless every `out.*` tensor of the case was checked, and something was.
     pub(super) fn finish(self) -> Result<()> {
+        if self.compared.get() == 0 {
+            return Err(Error::Config(format!(
+                "{}: nothing to check: the case holds no tensor this kind's checker computes",
+                self.io.case().name
+            )));
+        }
         self.io.expect_all_checked(&["out."])
     }
 }

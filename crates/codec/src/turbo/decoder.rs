@@ -1,5 +1,6 @@
 //! The Turbo-VAED decoder for one window of latent frames.
 
+use cadence_core::CancelToken;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -91,24 +92,35 @@ impl Decoder {
     }
 
     /// A de-normalised latent window `[B, 48, n, h, w]` -> video `[B, 3, T', 16h, 16w]` with
-    /// `T' = 4n - 3` when `first_chunk` (the window starts the clip), else `4n`.
-    pub fn forward(&self, z: &Tensor, first_chunk: bool) -> Result<Tensor> {
+    /// `T' = 4n - 3` when `first_chunk` (the window starts the clip), else `4n`. `cancel` is
+    /// checked after every block, so a window stops within one block of a request.
+    pub fn forward(
+        &self,
+        z: &Tensor,
+        first_chunk: bool,
+        cancel: &CancelToken,
+    ) -> cadence_core::Result<Tensor> {
         let mut x = self.conv_in.forward(z)?;
         for r in &self.mid {
+            cancel.check()?;
             x = r.forward(&x)?;
         }
         for b in &self.up_blocks {
             if let Some(c) = &b.conv_in {
+                cancel.check()?;
                 x = c.forward(&x)?;
             }
             if let Some(u) = &b.upsampler {
+                cancel.check()?;
                 x = u.forward(&x, first_chunk)?;
             }
             for r in &b.resnets {
+                cancel.check()?;
                 x = r.forward(&x)?;
             }
         }
+        cancel.check()?;
         let x = norm_act(&x, NORM_EPS, Activation::Silu)?;
-        unpatchify(&self.conv_out.forward(&x)?)
+        Ok(unpatchify(&self.conv_out.forward(&x)?)?)
     }
 }

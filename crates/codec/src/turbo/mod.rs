@@ -15,7 +15,7 @@ pub mod decoder;
 use std::ops::Range;
 use std::path::Path;
 
-use cadence_core::{Error, Result, TensorSpec};
+use cadence_core::{CancelToken, Error, Result, TensorSpec};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
@@ -24,6 +24,11 @@ pub use config::TurboConfig;
 use crate::loader::ckpt::LightningLayout;
 use crate::loader::{record_specs, StateDict};
 use crate::video::{LatentNorm, VideoChunk};
+
+/// The released checkpoint's file name in its component folder (`weights.toml`).
+pub const CHECKPOINT_FILE: &str = "checkpoint-340000.ckpt";
+/// The released config's file name in the same folder.
+pub const CONFIG_FILE: &str = "TurboV3-Wan22-TinyShallow_7_7.json";
 
 /// How the released checkpoint wraps the decoder's weights.
 pub const CHECKPOINT_LAYOUT: LightningLayout<'static> = LightningLayout {
@@ -121,9 +126,31 @@ impl TurboVaed {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let cfg = TurboConfig::from_file(config_json)?;
-        let sd = StateDict::from_lightning_ckpt(ckpt, CHECKPOINT_LAYOUT)?;
+        let (sd, cfg) = Self::open(ckpt, config_json)?;
         Self::from_state_dict(&sd, &cfg, dtype, device)
+    }
+
+    /// Every check [`TurboVaed::load`] makes (config, zip container, pickle rules, keys, shapes,
+    /// dtypes) without reading a weight: what `cadence check` runs.
+    pub fn check_files(ckpt: impl AsRef<Path>, config_json: impl AsRef<Path>) -> Result<()> {
+        let (sd, cfg) = Self::open(ckpt, config_json)?;
+        Self::verify(&sd, &cfg)
+    }
+
+    fn open(
+        ckpt: impl AsRef<Path>,
+        config_json: impl AsRef<Path>,
+    ) -> Result<(StateDict, TurboConfig)> {
+        let cfg = TurboConfig::from_file(config_json)?;
+        Ok((
+            StateDict::from_lightning_ckpt(ckpt, CHECKPOINT_LAYOUT)?,
+            cfg,
+        ))
+    }
+
+    /// Fails unless `sd` holds exactly the tensors of `cfg`, in types the model reads.
+    pub fn verify(sd: &StateDict, cfg: &TurboConfig) -> Result<()> {
+        sd.verify(&Self::tensor_specs(cfg)?)
     }
 
     /// Builds from any [`StateDict`] with the reference's key names (`decoder.*`).
@@ -133,7 +160,7 @@ impl TurboVaed {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        sd.verify(&Self::tensor_specs(cfg)?)?;
+        Self::verify(sd, cfg)?;
         Self::new(&sd.var_builder(dtype, device), cfg)
     }
 
@@ -179,23 +206,31 @@ impl TurboVaed {
         Ok((z, plan))
     }
 
-    /// Decodes one window of de-normalised latents (untrimmed output, compute dtype).
-    pub fn decode_window(&self, z: &Tensor, first_chunk: bool) -> Result<Tensor> {
-        Ok(self.decoder.forward(z, first_chunk)?)
+    /// Decodes one window of de-normalised latents (untrimmed output, compute dtype); stops
+    /// with [`Error::Cancelled`] within one decoder block of `cancel` being set.
+    pub fn decode_window(
+        &self,
+        z: &Tensor,
+        first_chunk: bool,
+        cancel: &CancelToken,
+    ) -> Result<Tensor> {
+        self.decoder.forward(z, first_chunk, cancel)
     }
 
     /// Decodes a normalised latent `[B, 48, T, h, w]` window by window, handing each window's
-    /// final frames (float32 `[B, 3, t, 16h, 16w]`, not clamped) to `on_chunk` in order.
+    /// final frames (float32 `[B, 3, t, 16h, 16w]`, not clamped) to `on_chunk` in order. Stops
+    /// with [`Error::Cancelled`] within one decoder block of `cancel` being set.
     pub fn decode_streaming(
         &self,
         latent: &Tensor,
+        cancel: &CancelToken,
         mut on_chunk: impl FnMut(VideoChunk) -> Result<()>,
     ) -> Result<()> {
         let (z, plan) = self.prepare(latent)?;
         let mut emitted = 0;
         for w in &plan.windows {
             let zw = z.narrow(2, w.latents.start, w.latents.len())?;
-            let out = self.decode_window(&zw, w.first_chunk)?;
+            let out = self.decode_window(&zw, w.first_chunk, cancel)?;
             let len = out.dim(2)?;
             let keep = len
                 .checked_sub(w.drop_front + w.drop_back)
@@ -220,9 +255,9 @@ impl TurboVaed {
     }
 
     /// [`TurboVaed::decode_streaming`] collected into one `[B, 3, 1 + 4(T-1), 16h, 16w]` tensor.
-    pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
+    pub fn decode(&self, latent: &Tensor, cancel: &CancelToken) -> Result<Tensor> {
         let mut chunks = Vec::new();
-        self.decode_streaming(latent, |c| {
+        self.decode_streaming(latent, cancel, |c| {
             chunks.push(c.video);
             Ok(())
         })?;

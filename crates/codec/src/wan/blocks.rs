@@ -5,6 +5,7 @@
 //! [`StreamState`] slot; layers take their slot in a fixed order each chunk (the order of the
 //! forward pass), exactly like the reference's `feat_cache`/`feat_idx`.
 
+use cadence_core::CancelToken;
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -195,21 +196,30 @@ impl ResidualBlock {
     }
 
     /// One chunk.
-    pub fn forward(&self, x: &Tensor, state: &mut StreamState) -> Result<Tensor> {
+    /// `cancel` is checked before each of the two convolutions (at 1080p one takes about as
+    /// long as the 1 s a cancellation may take).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        state: &mut StreamState,
+        cancel: &CancelToken,
+    ) -> cadence_core::Result<Tensor> {
         // Scoped so that each intermediate is freed as soon as it is consumed.
         let h = {
             let n = {
+                cancel.check()?;
                 let h = self
                     .conv1
                     .forward_cached(&self.norm1.forward(x)?.silu()?, state)?;
                 self.norm2.forward(&h)?.silu()?
             };
+            cancel.check()?;
             self.conv2.forward_cached(&n, state)?
         };
-        match &self.shortcut {
-            Some(s) => h + s.forward(x)?,
-            None => h + x,
-        }
+        Ok(match &self.shortcut {
+            Some(s) => (h + s.forward(x)?)?,
+            None => (h + x)?,
+        })
     }
 }
 
@@ -477,9 +487,14 @@ impl Middle {
     }
 
     /// One chunk.
-    pub fn forward(&self, x: &Tensor, state: &mut StreamState) -> Result<Tensor> {
-        let x = self.res1.forward(x, state)?;
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        state: &mut StreamState,
+        cancel: &CancelToken,
+    ) -> cadence_core::Result<Tensor> {
+        let x = self.res1.forward(x, state, cancel)?;
         let x = self.attn.forward(&x)?;
-        self.res2.forward(&x, state)
+        self.res2.forward(&x, state, cancel)
     }
 }

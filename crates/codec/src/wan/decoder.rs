@@ -1,5 +1,6 @@
 //! Wan2.2 `Decoder3d`: one latent frame at a time -> 12-channel patches (1 frame, then 4).
 
+use cadence_core::CancelToken;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -16,18 +17,25 @@ struct UpBlock {
 }
 
 impl UpBlock {
-    fn forward(&self, x: &Tensor, state: &mut StreamState, first_chunk: bool) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        state: &mut StreamState,
+        first_chunk: bool,
+        cancel: &CancelToken,
+    ) -> cadence_core::Result<Tensor> {
         let mut h = x.clone();
         for b in &self.blocks {
-            h = b.forward(&h, state)?;
+            h = b.forward(&h, state, cancel)?;
         }
         if let Some(r) = &self.resample {
+            cancel.check()?;
             h = r.forward(&h, state)?;
         }
-        match &self.shortcut {
-            Some(s) => h + s.forward(x, first_chunk)?,
-            None => Ok(h),
-        }
+        Ok(match &self.shortcut {
+            Some(s) => (h + s.forward(x, first_chunk)?)?,
+            None => h,
+        })
     }
 }
 
@@ -86,18 +94,21 @@ impl Decoder {
     }
 
     /// One latent frame -> `[B, 12, t, 8h, 8w]` with t = 1 on the first chunk, else 4.
+    /// `cancel` is checked before every convolution of a residual block.
     pub fn forward(
         &self,
         x: &Tensor,
         state: &mut StreamState,
         first_chunk: bool,
-    ) -> Result<Tensor> {
+        cancel: &CancelToken,
+    ) -> cadence_core::Result<Tensor> {
         state.begin_chunk();
         let x = self.conv1.forward_cached(x, state)?;
-        let mut x = self.middle.forward(&x, state)?;
+        let mut x = self.middle.forward(&x, state, cancel)?;
         for s in &self.stages {
-            x = s.forward(&x, state, first_chunk)?;
+            x = s.forward(&x, state, first_chunk, cancel)?;
         }
-        self.head.forward(&x, state)
+        cancel.check()?;
+        Ok(self.head.forward(&x, state)?)
     }
 }

@@ -1,5 +1,6 @@
 //! Wan2.2 `Encoder3d`: patchified video chunk -> 2·z_dim channels, 8× smaller, time ÷4.
 
+use cadence_core::CancelToken;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -16,15 +17,21 @@ struct DownBlock {
 }
 
 impl DownBlock {
-    fn forward(&self, x: &Tensor, state: &mut StreamState) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        state: &mut StreamState,
+        cancel: &CancelToken,
+    ) -> cadence_core::Result<Tensor> {
         let mut h = x.clone();
         for b in &self.blocks {
-            h = b.forward(&h, state)?;
+            h = b.forward(&h, state, cancel)?;
         }
         if let Some(r) = &self.resample {
+            cancel.check()?;
             h = r.forward(&h, state)?;
         }
-        h + self.shortcut.forward(x)?
+        Ok((h + self.shortcut.forward(x)?)?)
     }
 }
 
@@ -80,13 +87,20 @@ impl Encoder {
     }
 
     /// One chunk of patchified frames (1 frame first, then 4 at a time) -> one latent frame.
-    pub fn forward(&self, x: &Tensor, state: &mut StreamState) -> Result<Tensor> {
+    /// `cancel` is checked before every convolution of a residual block.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        state: &mut StreamState,
+        cancel: &CancelToken,
+    ) -> cadence_core::Result<Tensor> {
         state.begin_chunk();
         let mut x = self.conv1.forward_cached(x, state)?;
         for s in &self.stages {
-            x = s.forward(&x, state)?;
+            x = s.forward(&x, state, cancel)?;
         }
-        let x = self.middle.forward(&x, state)?;
-        self.head.forward(&x, state)
+        let x = self.middle.forward(&x, state, cancel)?;
+        cancel.check()?;
+        Ok(self.head.forward(&x, state)?)
     }
 }

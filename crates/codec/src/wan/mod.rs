@@ -13,7 +13,7 @@ pub mod encoder;
 
 use std::path::Path;
 
-use cadence_core::{Error, Result, TensorSpec};
+use cadence_core::{CancelToken, Error, Result, TensorSpec};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
@@ -22,6 +22,9 @@ pub use config::WanConfig;
 use self::blocks::{CausalConv3d, StreamState};
 use crate::loader::{record_specs, StateDict};
 use crate::video::{patchify, unpatchify, LatentNorm, VideoChunk};
+
+/// The released checkpoint's file name in its component folder (`weights.toml`).
+pub const CHECKPOINT_FILE: &str = "Wan2.2_VAE.pth";
 
 /// Everything one encode computes, for inspection (the latent is what callers want).
 #[derive(Debug, Clone)]
@@ -57,6 +60,17 @@ impl WanVae {
         Self::from_state_dict(&StateDict::from_pth(pth)?, cfg, dtype, device)
     }
 
+    /// Every check [`WanVae::load`] makes (zip container, pickle rules, keys, shapes, dtypes)
+    /// without reading a weight: what `cadence check` runs.
+    pub fn check_files(pth: impl AsRef<Path>, cfg: &WanConfig) -> Result<()> {
+        Self::verify(&StateDict::from_pth(pth)?, cfg)
+    }
+
+    /// Fails unless `sd` holds exactly the tensors of `cfg`, in types the model reads.
+    pub fn verify(sd: &StateDict, cfg: &WanConfig) -> Result<()> {
+        sd.verify(&Self::tensor_specs(cfg)?)
+    }
+
     /// Builds from any [`StateDict`] holding the reference's key names.
     pub fn from_state_dict(
         sd: &StateDict,
@@ -64,7 +78,7 @@ impl WanVae {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        sd.verify(&Self::tensor_specs(cfg)?)?;
+        Self::verify(sd, cfg)?;
         Self::new(&sd.var_builder(dtype, device), cfg)
     }
 
@@ -88,8 +102,9 @@ impl WanVae {
     }
 
     /// Encodes an image `[B, 3, H, W]` (or `[B, 3, 1, H, W]`) in `[-1, 1]` to the normalised
-    /// latent `[B, 48, 1, H/16, W/16]` (float32), as the TI2V conditioning path does.
-    pub fn encode_image(&self, image: &Tensor) -> Result<Tensor> {
+    /// latent `[B, 48, 1, H/16, W/16]` (float32), as the TI2V conditioning path does. Stops
+    /// with [`Error::Cancelled`] within one convolution of `cancel` being set.
+    pub fn encode_image(&self, image: &Tensor, cancel: &CancelToken) -> Result<Tensor> {
         let video = match image.rank() {
             4 => image.unsqueeze(2)?,
             5 => image.clone(),
@@ -99,18 +114,18 @@ impl WanVae {
                 )))
             }
         };
-        self.encode_video(&video)
+        self.encode_video(&video, cancel)
     }
 
     /// Encodes video `[B, 3, T, H, W]` in `[-1, 1]` (H, W multiples of 16) to the normalised
     /// latent mean `[B, 48, 1 + (T-1)/4, H/16, W/16]` (float32). Frames after the last complete
     /// group of 4 are ignored, as in the reference.
-    pub fn encode_video(&self, video: &Tensor) -> Result<Tensor> {
-        Ok(self.encode_detailed(video)?.latent)
+    pub fn encode_video(&self, video: &Tensor, cancel: &CancelToken) -> Result<Tensor> {
+        Ok(self.encode_detailed(video, cancel)?.latent)
     }
 
     /// [`WanVae::encode_video`] with its intermediate results.
-    pub fn encode_detailed(&self, video: &Tensor) -> Result<WanEncoding> {
+    pub fn encode_detailed(&self, video: &Tensor, cancel: &CancelToken) -> Result<WanEncoding> {
         let (_, c, t, h, w) = video.dims5()?;
         if c != 3 || t == 0 || h % 16 != 0 || w % 16 != 0 {
             return Err(Error::InvalidInput(format!(
@@ -128,7 +143,7 @@ impl WanVae {
             } else {
                 x.narrow(2, 1 + 4 * (i - 1), 4)?
             };
-            encoder_chunks.push(self.encoder.forward(&chunk, &mut state)?);
+            encoder_chunks.push(self.encoder.forward(&chunk, &mut state, cancel)?);
         }
         let conv1_out = self.conv1.forward(&Tensor::cat(&encoder_chunks, 2)?)?;
         let z = conv1_out.dim(1)? / 2;
@@ -146,9 +161,9 @@ impl WanVae {
     /// Decodes a normalised latent `[B, 48, T, h, w]` to video `[B, 3, 1 + 4(T-1), 16h, 16w]`,
     /// float32, clamped to `[-1, 1]`. Holds the whole clip: prefer
     /// [`WanVae::decode_streaming`] for long or large clips.
-    pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
+    pub fn decode(&self, latent: &Tensor, cancel: &CancelToken) -> Result<Tensor> {
         let mut chunks = Vec::new();
-        self.decode_streaming(latent, |c| {
+        self.decode_streaming(latent, cancel, |c| {
             chunks.push(c.video);
             Ok(())
         })?;
@@ -157,13 +172,15 @@ impl WanVae {
 
     /// Decodes chunk by chunk, handing each run of final frames (1 for the first latent frame, 4
     /// for every later one; float32 `[B, 3, t, 16h, 16w]` clamped to `[-1, 1]`) to `on_chunk`.
+    /// Stops with [`Error::Cancelled`] within one convolution of `cancel` being set.
     pub fn decode_streaming(
         &self,
         latent: &Tensor,
+        cancel: &CancelToken,
         mut on_chunk: impl FnMut(VideoChunk) -> Result<()>,
     ) -> Result<()> {
         let mut first_frame = 0;
-        self.decode_patches(latent, |patches| {
+        self.decode_patches(latent, cancel, |patches| {
             let video = unpatchify(patches)?
                 .to_dtype(DType::F32)?
                 .clamp(-1f32, 1f32)?;
@@ -178,6 +195,7 @@ impl WanVae {
     pub fn decode_patches(
         &self,
         latent: &Tensor,
+        cancel: &CancelToken,
         mut on_patches: impl FnMut(&Tensor) -> Result<()>,
     ) -> Result<()> {
         let (_, c, t, _, _) = latent.dims5()?;
@@ -193,7 +211,7 @@ impl WanVae {
         for i in 0..t {
             let out = self
                 .decoder
-                .forward(&x.narrow(2, i, 1)?, &mut state, i == 0)?;
+                .forward(&x.narrow(2, i, 1)?, &mut state, i == 0, cancel)?;
             on_patches(&out)?;
         }
         Ok(())

@@ -1,5 +1,6 @@
-//! The reference audio: decode any common file, honour MP4 edit lists, downmix to mono and
-//! resample to the rate the audio VAE runs at.
+//! The reference audio: decode any common file (or its bytes in memory) once, honour MP4 edit
+//! lists, then downmix to mono and resample to the rate the audio VAE runs at, or keep stereo
+//! at the clip's rate.
 //!
 //! The reference pipeline loads reference audio with whisper's `load_audio` (codecs/SPEC.md
 //! §5.4): ffmpeg decodes, downmixes to **mono** (`-ac 1`, which for stereo is `(L + R)·√½`,
@@ -9,7 +10,9 @@
 //! applied here; rubato resamples; the result is clipped to [-1, 1].
 
 use std::fs::File;
+use std::io::{BufReader, Cursor};
 use std::path::Path;
+use std::sync::Arc;
 
 use cadence_core::{Error, Result};
 use symphonia::core::codecs::audio::AudioDecoderOptions;
@@ -20,7 +23,8 @@ use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 
 use super::resample::resample;
-use crate::mp4::edit_list::{read_audio_edit, rescale};
+use super::source::MediaSource;
+use crate::mp4::edit_list::{read_audio_edit, rescale, PresentedRange};
 
 /// The rate the pipeline's audio VAE runs at (one 2048-sample latent per 25 fps frame).
 pub const PIPELINE_AUDIO_RATE: u32 = 51_200;
@@ -67,94 +71,220 @@ impl ReferenceAudio {
     }
 }
 
-fn invalid(path: &Path, what: impl std::fmt::Display) -> Error {
-    Error::InvalidInput(format!("reference audio {}: {what}", path.display()))
-}
+/// Longest input decoded, in interleaved samples: ten minutes of 48 kHz stereo (230 MB as
+/// f32). A clip uses seconds of audio; the cap keeps a tiny file that claims hours of audio (or
+/// compresses silence) from exhausting memory.
+pub const MAX_INPUT_SAMPLES: usize = 600 * 48_000 * 2;
 
-/// Decoded interleaved samples at the file's own rate.
-struct Decoded {
+/// Most channels accepted (7.1 surround).
+pub const MAX_INPUT_CHANNELS: usize = 8;
+
+/// Reference audio decoded once, at the file's own rate and channels, from which the model's
+/// mono input ([`DecodedAudio::reference`]) and the clip's stereo soundtrack
+/// ([`DecodedAudio::stereo`]) are both made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedAudio {
     interleaved: Vec<f32>,
     rate: u32,
     channels: usize,
+    /// How error messages name the input.
+    name: String,
 }
 
-/// Loads `path` as mono audio at `opts.sample_rate`, with clear errors for empty, corrupt,
-/// unsupported, too short and silent files.
-pub fn load_reference_audio(path: &Path, opts: &AudioInputOptions) -> Result<ReferenceAudio> {
-    let decoded = decode_checked(path)?;
-    let mono = downmix_to_mono(&decoded.interleaved, decoded.channels);
-    let mut samples = resample(&mono, 1, decoded.rate, opts.sample_rate)?;
-    for v in &mut samples {
-        *v = v.clamp(-1.0, 1.0);
+impl DecodedAudio {
+    /// Decodes a WAV, FLAC, MP3, AAC/M4A or ALAC file or in-memory bytes, with its MP4 edit
+    /// list applied; fails on empty, corrupt, unsupported and over-long inputs.
+    pub fn decode(source: &MediaSource) -> Result<Self> {
+        if source.len()? == 0 {
+            return Err(invalid(
+                source,
+                "the file is empty (0 bytes); give a WAV, FLAC, MP3 or M4A file",
+            ));
+        }
+        let mut decoded = match source {
+            MediaSource::Path(p) => {
+                let file = File::open(p).map_err(|e| Error::io(p, e))?;
+                decode(source, Box::new(file))?
+            }
+            MediaSource::Bytes(b) => decode(source, Box::new(Cursor::new(Arc::clone(b))))?,
+        };
+        let edit = match source {
+            MediaSource::Path(p) => {
+                let file = File::open(p).map_err(|e| Error::io(p, e))?;
+                read_audio_edit(&mut BufReader::new(file), source)?
+            }
+            MediaSource::Bytes(b) => read_audio_edit(&mut Cursor::new(b.as_ref()), source)?,
+        };
+        if let Some((range, media_timescale)) = edit {
+            decoded.apply_edit(&range, media_timescale);
+        }
+        if decoded.interleaved.is_empty() {
+            return Err(invalid(
+                source,
+                "the file is empty: it contains no audio samples",
+            ));
+        }
+        Ok(decoded)
     }
-    if samples.len() < opts.min_samples {
-        return Err(invalid(
-            path,
-            format!(
+
+    /// Wraps samples a caller already decoded: interleaved f32 in [-1, 1] at `rate` Hz.
+    pub fn from_interleaved(samples: Vec<f32>, rate: u32, channels: usize) -> Result<Self> {
+        let name = "(caller-supplied samples)";
+        if rate == 0 || !(1..=MAX_INPUT_CHANNELS).contains(&channels) {
+            return Err(Error::InvalidInput(format!(
+                "reference audio {name}: {rate} Hz x {channels} channels; the rate must be \
+                 positive and the channels 1..={MAX_INPUT_CHANNELS}"
+            )));
+        }
+        if samples.is_empty() || !samples.len().is_multiple_of(channels) {
+            return Err(Error::InvalidInput(format!(
+                "reference audio {name}: {} samples is not a non-empty whole number of \
+                 {channels}-channel frames",
+                samples.len()
+            )));
+        }
+        let audio = Self {
+            interleaved: samples,
+            rate,
+            channels,
+            name: name.into(),
+        };
+        audio.check_size_and_values()?;
+        Ok(audio)
+    }
+
+    /// The file's sample rate in Hz.
+    pub fn sample_rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// The file's channel count.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// Interleaved samples at [`sample_rate`](Self::sample_rate).
+    pub fn samples(&self) -> &[f32] {
+        &self.interleaved
+    }
+
+    /// Duration in seconds.
+    pub fn seconds(&self) -> f64 {
+        (self.interleaved.len() / self.channels) as f64 / f64::from(self.rate)
+    }
+
+    /// The model's input: mono at `opts.sample_rate`, with clear errors for too short and
+    /// silent audio.
+    pub fn reference(&self, opts: &AudioInputOptions) -> Result<ReferenceAudio> {
+        let mono = downmix_to_mono(&self.interleaved, self.channels);
+        let mut samples = resample(&mono, 1, self.rate, opts.sample_rate)?;
+        for v in &mut samples {
+            *v = v.clamp(-1.0, 1.0);
+        }
+        if samples.len() < opts.min_samples {
+            return Err(self.invalid(format!(
                 "too short: {:.1} ms of audio, at least {:.1} ms ({} samples at {} Hz) are needed",
                 samples.len() as f64 * 1000.0 / f64::from(opts.sample_rate),
                 opts.min_samples as f64 * 1000.0 / f64::from(opts.sample_rate),
                 opts.min_samples,
                 opts.sample_rate
-            ),
-        ));
-    }
-    let peak = mono.iter().fold(0f32, |m, v| m.max(v.abs()));
-    if peak < opts.silence_peak {
-        return Err(invalid(
-            path,
-            format!(
+            )));
+        }
+        let peak = mono.iter().fold(0f32, |m, v| m.max(v.abs()));
+        if peak < opts.silence_peak {
+            return Err(self.invalid(format!(
                 "the audio is silent (peak {:.1} dBFS, below the {:.1} dBFS threshold)",
                 20.0 * f64::from(peak.max(1e-12)).log10(),
                 20.0 * f64::from(opts.silence_peak).log10()
-            ),
-        ));
+            )));
+        }
+        Ok(ReferenceAudio {
+            samples,
+            sample_rate: opts.sample_rate,
+            source_rate: self.rate,
+            source_channels: self.channels,
+        })
     }
-    Ok(ReferenceAudio {
-        samples,
-        sample_rate: opts.sample_rate,
-        source_rate: decoded.rate,
-        source_channels: decoded.channels,
-    })
+
+    /// Interleaved **stereo** at `sample_rate`, for putting the user's own sound into the clip:
+    /// mono plays on both channels, more channels keep their first two (front left and right),
+    /// nothing is downmixed. Clipped to [-1, 1].
+    pub fn stereo(&self, sample_rate: u32) -> Result<Vec<f32>> {
+        let stereo: Vec<f32> = match self.channels {
+            1 => self.interleaved.iter().flat_map(|&v| [v, v]).collect(),
+            n => self
+                .interleaved
+                .chunks_exact(n)
+                .flat_map(|f| [f[0], f[1]])
+                .collect(),
+        };
+        let mut out = resample(&stereo, 2, self.rate, sample_rate)?;
+        for v in &mut out {
+            *v = v.clamp(-1.0, 1.0);
+        }
+        Ok(out)
+    }
+
+    fn invalid(&self, what: impl std::fmt::Display) -> Error {
+        Error::InvalidInput(format!("reference audio {}: {what}", self.name))
+    }
+
+    /// Refuses more than [`MAX_INPUT_SAMPLES`] and NaN or infinite samples (a float WAV can
+    /// hold them; they would poison the model).
+    fn check_size_and_values(&self) -> Result<()> {
+        if self.interleaved.len() > MAX_INPUT_SAMPLES {
+            return Err(self.invalid(too_long(self.rate, self.channels)));
+        }
+        if let Some(i) = self.interleaved.iter().position(|v| !v.is_finite()) {
+            return Err(self.invalid(format!(
+                "sample {} of channel {} is {} (NaN or infinite); the audio must be finite",
+                i / self.channels,
+                i % self.channels,
+                self.interleaved[i]
+            )));
+        }
+        Ok(())
+    }
+
+    /// Trims the encoder priming and padding an MP4/M4A edit list hides.
+    fn apply_edit(&mut self, range: &PresentedRange, media_timescale: u32) {
+        let to_samples = |ticks: u64| rescale(ticks, media_timescale, self.rate) as usize;
+        let frames = self.interleaved.len() / self.channels;
+        let skip = to_samples(range.skip).min(frames);
+        let keep = range
+            .length
+            .map_or(frames - skip, |l| to_samples(l).min(frames - skip));
+        // Leading silence counts against the size cap like decoded samples.
+        let silence = to_samples(range.leading_silence).min(MAX_INPUT_SAMPLES / self.channels);
+        let mut trimmed = vec![0f32; silence * self.channels];
+        trimmed.extend_from_slice(
+            &self.interleaved[skip * self.channels..(skip + keep) * self.channels],
+        );
+        self.interleaved = trimmed;
+    }
 }
 
-/// Loads `path` as interleaved **stereo** at `sample_rate`, for putting the user's own sound
-/// into the clip: mono files play on both channels, files with more channels keep their first
-/// two (front left and right), nothing is downmixed. Clipped to [-1, 1].
+fn invalid(source: &MediaSource, what: impl std::fmt::Display) -> Error {
+    Error::InvalidInput(format!("reference audio {source}: {what}"))
+}
+
+fn too_long(rate: u32, channels: usize) -> String {
+    format!(
+        "longer than this loader decodes ({:.0} s at {rate} Hz x {channels} channels, \
+         {MAX_INPUT_SAMPLES} samples); trim it, e.g. `ffmpeg -i <file> -t 60 out.wav`",
+        MAX_INPUT_SAMPLES as f64 / channels.max(1) as f64 / f64::from(rate.max(1))
+    )
+}
+
+/// Loads `path` as mono audio at `opts.sample_rate` (decodes on every call; decode once with
+/// [`DecodedAudio`] when the stereo soundtrack is needed too).
+pub fn load_reference_audio(path: &Path, opts: &AudioInputOptions) -> Result<ReferenceAudio> {
+    DecodedAudio::decode(&MediaSource::from(path))?.reference(opts)
+}
+
+/// Loads `path` as interleaved stereo at `sample_rate` (see [`DecodedAudio::stereo`]).
 pub fn load_stereo_audio(path: &Path, sample_rate: u32) -> Result<Vec<f32>> {
-    let decoded = decode_checked(path)?;
-    let stereo: Vec<f32> = match decoded.channels {
-        1 => decoded.interleaved.iter().flat_map(|&v| [v, v]).collect(),
-        n => decoded
-            .interleaved
-            .chunks_exact(n)
-            .flat_map(|f| [f[0], f[1]])
-            .collect(),
-    };
-    let mut out = resample(&stereo, 2, decoded.rate, sample_rate)?;
-    for v in &mut out {
-        *v = v.clamp(-1.0, 1.0);
-    }
-    Ok(out)
-}
-
-/// Decodes `path` with its edit list applied; fails on empty files and files without samples.
-fn decode_checked(path: &Path) -> Result<Decoded> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| Error::io(path, e))?
-        .len();
-    if len == 0 {
-        return Err(invalid(path, "the file is empty (0 bytes)"));
-    }
-    let mut decoded = decode(path)?;
-    apply_mp4_edit_list(path, &mut decoded)?;
-    if decoded.interleaved.is_empty() {
-        return Err(invalid(
-            path,
-            "the file is empty: it contains no audio samples",
-        ));
-    }
-    Ok(decoded)
+    DecodedAudio::decode(&MediaSource::from(path))?.stereo(sample_rate)
 }
 
 /// Mono as ffmpeg's default `-ac 1` matrix makes it: stereo `(L + R)·√½`; other layouts are
@@ -174,16 +304,23 @@ pub fn downmix_to_mono(interleaved: &[f32], channels: usize) -> Vec<f32> {
 }
 
 /// Decodes every packet of the default audio track to interleaved f32.
-fn decode(path: &Path) -> Result<Decoded> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
+fn decode(
+    source: &MediaSource,
+    stream: Box<dyn symphonia::core::io::MediaSource>,
+) -> Result<DecodedAudio> {
+    let mss = MediaSourceStream::new(stream, Default::default());
     let mut hint = Hint::new();
-    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+    if let Some(ext) = source
+        .path()
+        .and_then(|p| p.extension())
+        .and_then(|e| e.to_str())
+    {
         hint.with_extension(ext);
     }
+
     let unsupported = || {
         invalid(
-            path,
+            source,
             "not a supported audio file (WAV, FLAC, MP3, AAC/M4A or ALAC), or its header is \
              corrupt; convert it, e.g. `ffmpeg -i <file> out.wav`",
         )
@@ -197,13 +334,13 @@ fn decode(path: &Path) -> Result<Decoded> {
         )
         .map_err(|e| match e {
             SymphoniaError::IoError(io) if io.kind() != std::io::ErrorKind::UnexpectedEof => {
-                Error::io(path, io)
+                source.io_error(io)
             }
             _ => unsupported(),
         })?;
     let track = format
         .default_track(TrackType::Audio)
-        .ok_or_else(|| invalid(path, "the file has no audio track"))?;
+        .ok_or_else(|| invalid(source, "the file has no audio track"))?;
     let track_id = track.id;
     // Frames the container declares, when counted in samples (time base 1/rate).
     let declared = match (track.num_frames, track.time_base) {
@@ -214,7 +351,7 @@ fn decode(path: &Path) -> Result<Decoded> {
         .codec_params
         .as_ref()
         .and_then(|p| p.audio())
-        .ok_or_else(|| invalid(path, "the audio track has no codec parameters"))?
+        .ok_or_else(|| invalid(source, "the audio track has no codec parameters"))?
         .clone();
     let mut decoder = symphonia::default::get_codecs()
         .make_audio_decoder(
@@ -224,18 +361,19 @@ fn decode(path: &Path) -> Result<Decoded> {
         )
         .map_err(|e| {
             invalid(
-                path,
+                source,
                 format!("its audio codec is not supported ({e}); convert it to WAV or FLAC"),
             )
         })?;
 
-    let mut out = Decoded {
+    let mut out = DecodedAudio {
         interleaved: Vec::new(),
         rate: params.sample_rate.unwrap_or(0),
         channels: params.channels.as_ref().map_or(0, |c| c.count()),
+        name: source.to_string(),
     };
     let mut scratch: Vec<f32> = Vec::new();
-    let at = |out: &Decoded| {
+    let at = |out: &DecodedAudio| {
         let frames = out.interleaved.len() / out.channels.max(1);
         frames as f64 / f64::from(out.rate.max(1))
     };
@@ -245,7 +383,7 @@ fn decode(path: &Path) -> Result<Decoded> {
             Ok(None) => break,
             Err(e) => {
                 return Err(invalid(
-                    path,
+                    source,
                     format!("corrupt or truncated after {:.3} s: {e}", at(&out)),
                 ))
             }
@@ -255,7 +393,7 @@ fn decode(path: &Path) -> Result<Decoded> {
         }
         let buf = decoder.decode(&packet).map_err(|e| {
             invalid(
-                path,
+                source,
                 format!("corrupt audio data after {:.3} s: {e}", at(&out)),
             )
         })?;
@@ -266,7 +404,7 @@ fn decode(path: &Path) -> Result<Decoded> {
             out.channels = channels;
         } else if rate != out.rate || channels != out.channels {
             return Err(invalid(
-                path,
+                source,
                 format!(
                     "the stream changes format mid-way ({} Hz x {} to {rate} Hz x {channels}); \
                      this is not supported",
@@ -274,18 +412,30 @@ fn decode(path: &Path) -> Result<Decoded> {
                 ),
             ));
         }
+        if channels > MAX_INPUT_CHANNELS {
+            return Err(invalid(
+                source,
+                format!(
+                    "{channels} channels; at most {MAX_INPUT_CHANNELS} are supported: downmix \
+                     it, e.g. `ffmpeg -i <file> -ac 2 out.wav`"
+                ),
+            ));
+        }
         buf.copy_to_vec_interleaved(&mut scratch);
+        if out.interleaved.len() + scratch.len() > MAX_INPUT_SAMPLES {
+            return Err(invalid(source, too_long(rate, channels)));
+        }
         out.interleaved.extend_from_slice(&scratch);
     }
     if out.channels == 0 || out.rate == 0 {
         return Err(invalid(
-            path,
+            source,
             "the file is empty: it contains no audio samples",
         ));
     }
     if decoder.finalize().verify_ok == Some(false) {
         return Err(invalid(
-            path,
+            source,
             "corrupt audio data: the decoded audio fails the file's checksum",
         ));
     }
@@ -295,7 +445,7 @@ fn decode(path: &Path) -> Result<Decoded> {
         // Lossy decoders may trim up to a frame of padding; a real loss is much larger.
         if got + 4096.max(want / 200) < want {
             return Err(invalid(
-                path,
+                source,
                 format!(
                     "corrupt or truncated: decoded {:.3} s of the {:.3} s the file declares",
                     got as f64 / f64::from(out.rate),
@@ -304,25 +454,8 @@ fn decode(path: &Path) -> Result<Decoded> {
             ));
         }
     }
+    out.check_size_and_values()?;
     Ok(out)
-}
-
-/// Trims the encoder priming and padding an MP4/M4A edit list hides (no-op for other files).
-fn apply_mp4_edit_list(path: &Path, d: &mut Decoded) -> Result<()> {
-    let Some((range, media_timescale)) = read_audio_edit(path)? else {
-        return Ok(());
-    };
-    let to_samples = |ticks: u64| rescale(ticks, media_timescale, d.rate) as usize;
-    let frames = d.interleaved.len() / d.channels;
-    let skip = to_samples(range.skip).min(frames);
-    let keep = range
-        .length
-        .map_or(frames - skip, |l| to_samples(l).min(frames - skip));
-    let silence = to_samples(range.leading_silence);
-    let mut trimmed = vec![0f32; silence * d.channels];
-    trimmed.extend_from_slice(&d.interleaved[skip * d.channels..(skip + keep) * d.channels]);
-    d.interleaved = trimmed;
-    Ok(())
 }
 
 #[cfg(test)]

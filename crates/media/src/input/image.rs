@@ -1,4 +1,5 @@
-//! The conditioning (reference) image: load, centre-crop to the target aspect, resize.
+//! The conditioning (reference) image: decode once (from a file or in-memory bytes), then
+//! centre-crop to each target aspect and resize.
 //!
 //! Matches the reference `encode_image` pre-processing (codecs/SPEC.md §5.1): diffusers
 //! `load_image` (EXIF orientation applied, converted to RGB), `resizecrop` (a centred crop with
@@ -6,7 +7,7 @@
 //! to multiples of 16, Pillow LANCZOS resize, `2·u8/255 − 1`).
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Cursor, Seek};
 use std::path::Path;
 
 use cadence_core::{Error, Result};
@@ -14,6 +15,7 @@ use candle_core::{Device, Tensor};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
 use super::lanczos::resize_rgb8;
+use super::source::MediaSource;
 
 /// The VAE's spatial stride: `preprocess` floors both sides to a multiple of it.
 const VAE_SCALE_FACTOR: u32 = 16;
@@ -54,45 +56,108 @@ impl ReferenceImage {
     }
 }
 
-/// Loads an image file (PNG, JPEG or WebP) as RGB8 with its EXIF orientation applied.
-pub fn load_rgb(path: &Path) -> Result<image::RgbImage> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if meta.len() == 0 {
-        return Err(Error::InvalidInput(format!(
-            "reference image {} is empty (0 bytes)",
-            path.display()
-        )));
+/// Largest accepted side of an input image, in pixels: twice a 48-megapixel phone photo's long
+/// side. With the decoder's 512 MiB allocation cap it bounds what a crafted header can make the
+/// decoder allocate.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
+/// A conditioning image decoded once (RGB8, EXIF orientation applied), from which the
+/// pre-processed [`ReferenceImage`] is cut at each stage's size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedImage {
+    rgb: image::RgbImage,
+}
+
+impl DecodedImage {
+    /// Decodes a PNG, JPEG or WebP file or in-memory bytes (the format comes from the content,
+    /// not the name).
+    pub fn decode(source: &MediaSource) -> Result<Self> {
+        if source.len()? == 0 {
+            return Err(Error::InvalidInput(format!(
+                "reference image {source} is empty (0 bytes); give a PNG, JPEG or WebP image"
+            )));
+        }
+        let rgb = match source {
+            MediaSource::Path(p) => {
+                let file = File::open(p).map_err(|e| Error::io(p, e))?;
+                decode_rgb(source, BufReader::new(file))?
+            }
+            MediaSource::Bytes(b) => decode_rgb(source, Cursor::new(b.as_ref()))?,
+        };
+        Ok(Self { rgb })
     }
+
+    /// Wraps pixels a caller already decoded: `width x height` RGB8, row-major, 3 bytes each.
+    pub fn from_rgb(width: u32, height: u32, rgb: Vec<u8>) -> Result<Self> {
+        let want = u64::from(width) * u64::from(height) * 3;
+        if width == 0 || height == 0 || rgb.len() as u64 != want {
+            return Err(Error::InvalidInput(format!(
+                "reference image pixels: {} bytes for {width}x{height} RGB, which needs {want}; \
+                 pass width x height x 3 bytes of a non-empty image",
+                rgb.len()
+            )));
+        }
+        let rgb = image::RgbImage::from_raw(width, height, rgb)
+            .ok_or_else(|| Error::InvalidInput("reference image pixels do not fit".into()))?;
+        Ok(Self { rgb })
+    }
+
+    /// Width in pixels (after the EXIF orientation).
+    pub fn width(&self) -> u32 {
+        self.rgb.width()
+    }
+
+    /// Height in pixels (after the EXIF orientation).
+    pub fn height(&self) -> u32 {
+        self.rgb.height()
+    }
+
+    /// The RGB8 pixels.
+    pub fn rgb(&self) -> &image::RgbImage {
+        &self.rgb
+    }
+
+    /// Crops and resizes for a `width x height` generation, as the reference pre-processes.
+    pub fn reference(&self, width: u32, height: u32) -> Result<ReferenceImage> {
+        preprocess(&self.rgb, width, height)
+    }
+}
+
+/// Decodes an image stream as RGB8 with its EXIF orientation applied.
+fn decode_rgb(source: &MediaSource, reader: impl BufRead + Seek) -> Result<image::RgbImage> {
     // Detect the format from the content, not the file name.
-    let mut head = Vec::with_capacity(64);
-    File::open(path)
-        .and_then(|f| f.take(64).read_to_end(&mut head))
-        .map_err(|e| Error::io(path, e))?;
-    let format = match image::guess_format(&head) {
-        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP)) => f,
-        Ok(other) => {
+    let mut reader = ImageReader::new(reader)
+        .with_guessed_format()
+        .map_err(|e| source.io_error(e))?;
+    let supported = "use PNG, JPEG or WebP";
+    match reader.format() {
+        Some(ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP) => {}
+        Some(other) => {
             return Err(Error::InvalidInput(format!(
-                "reference image {} is {other:?}, which is not supported; use PNG, JPEG or WebP",
-                path.display()
+                "reference image {source} is {other:?}, which is not supported; {supported}"
             )))
         }
-        Err(_) => {
+        None => {
             return Err(Error::InvalidInput(format!(
-                "reference image {} is not in a supported format (PNG, JPEG or WebP)",
-                path.display()
+                "reference image {source} is not in a supported format (PNG, JPEG or WebP); \
+                 convert it, e.g. `ffmpeg -i <file> out.png`"
             )))
         }
-    };
-    let mut reader = ImageReader::open(path).map_err(|e| Error::io(path, e))?;
-    reader.set_format(format);
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    reader.limits(limits);
     let bad = |e: image::ImageError| match e {
         image::ImageError::Unsupported(u) => Error::InvalidInput(format!(
-            "reference image {} is not supported: {u} (use PNG, JPEG or WebP)",
-            path.display()
+            "reference image {source} is not supported: {u} ({supported})"
+        )),
+        image::ImageError::Limits(l) => Error::InvalidInput(format!(
+            "reference image {source} is too large to decode ({l}); the limit is \
+             {MAX_IMAGE_SIDE} pixels a side: scale it down"
         )),
         other => Error::InvalidInput(format!(
-            "reference image {} is corrupt or truncated: {other}",
-            path.display()
+            "reference image {source} is corrupt or truncated: {other}"
         )),
     };
     let mut decoder = reader.into_decoder().map_err(bad)?;
@@ -163,9 +228,10 @@ pub fn preprocess(img: &image::RgbImage, width: u32, height: u32) -> Result<Refe
     })
 }
 
-/// Loads `path` and pre-processes it for a `width x height` generation.
+/// Loads `path` and pre-processes it for a `width x height` generation (decodes on every
+/// call; decode once with [`DecodedImage`] when several sizes are needed).
 pub fn load_reference_image(path: &Path, width: u32, height: u32) -> Result<ReferenceImage> {
-    preprocess(&load_rgb(path)?, width, height)
+    DecodedImage::decode(&MediaSource::from(path))?.reference(width, height)
 }
 
 #[cfg(test)]

@@ -9,9 +9,7 @@
 //! Reading: decoders of M4A files (symphonia among them) hand out the priming samples too. The
 //! reference-audio loader reads the edit list here and trims accordingly.
 
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 
 use cadence_core::{Error, Result};
 use mp4_atom::{Elst, ElstEntry, ReadFrom};
@@ -93,11 +91,15 @@ pub fn presented_range(
     Ok(range)
 }
 
-/// Reads the edit list of the first sound track of an MP4/M4A file. Returns `None` when the file
-/// is not an MP4 file or the track has no edit list, else the range and the media timescale.
-pub fn read_audio_edit(path: &Path) -> Result<Option<(PresentedRange, u32)>> {
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let Some(moov) = find_moov(&mut file).map_err(|e| Error::io(path, e))? else {
+/// Reads the edit list of the first sound track of an MP4/M4A stream (`name` is how errors
+/// call it). Returns `None` when the stream is not MP4 or the track has no edit list, else the
+/// range and the media timescale.
+pub fn read_audio_edit(
+    reader: &mut (impl Read + Seek),
+    name: &dyn std::fmt::Display,
+) -> Result<Option<(PresentedRange, u32)>> {
+    let corrupt = |what: String| Error::InvalidInput(format!("{name}: {what} (corrupt MP4 file)"));
+    let Some(moov) = find_moov(reader).map_err(|e| corrupt(e.to_string()))? else {
         return Ok(None);
     };
     let movie_timescale = moov.mvhd.timescale;
@@ -110,21 +112,18 @@ pub fn read_audio_edit(path: &Path) -> Result<Option<(PresentedRange, u32)>> {
             return Ok(None);
         };
         if media_timescale == 0 || movie_timescale == 0 {
-            return Err(Error::InvalidInput(format!(
-                "{}: MP4 timescale is 0 (corrupt file)",
-                path.display()
-            )));
+            return Err(corrupt("MP4 timescale is 0".into()));
         }
         let range = presented_range(elst, media_timescale, movie_timescale)
-            .map_err(|e| Error::InvalidInput(format!("{}: {e}", path.display())))?;
+            .map_err(|e| Error::InvalidInput(format!("{name}: {e}")))?;
         return Ok(Some((range, media_timescale)));
     }
     Ok(None)
 }
 
-/// Walks the top-level boxes and decodes `moov`. `None` if the file does not look like MP4.
-fn find_moov(file: &mut File) -> std::io::Result<Option<mp4_atom::Moov>> {
-    let len = file.metadata()?.len();
+/// Walks the top-level boxes and decodes `moov`. `None` if the stream does not look like MP4.
+fn find_moov(file: &mut (impl Read + Seek)) -> std::io::Result<Option<mp4_atom::Moov>> {
+    let len = file.seek(SeekFrom::End(0))?;
     let mut pos = 0u64;
     while pos + 8 <= len {
         file.seek(SeekFrom::Start(pos))?;
@@ -145,8 +144,11 @@ fn find_moov(file: &mut File) -> std::io::Result<Option<mp4_atom::Moov>> {
             }
             s => u64::from(s),
         };
-        if size < 8 {
-            return Err(std::io::Error::other(format!("MP4 box of size {size}")));
+        if size < 8 || size > len - pos {
+            return Err(std::io::Error::other(format!(
+                "MP4 box '{}' of {size} bytes at offset {pos} in a {len}-byte file",
+                String::from_utf8_lossy(&kind)
+            )));
         }
         if &kind == b"moov" {
             file.seek(SeekFrom::Start(pos))?;

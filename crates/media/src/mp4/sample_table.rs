@@ -1,18 +1,17 @@
 //! The media data of an MP4 being written and the per-track sample tables that index it.
 //!
-//! Encoded samples are appended, in presentation order per track, to a scratch file beside the
-//! destination as they are produced, so memory stays flat however long the clip is. Runs of
+//! Encoded samples are appended, in presentation order per track, to an unnamed scratch file as
+//! they are produced, so memory stays flat however long the clip is, and nothing can outlive
+//! the process (the file is unlinked from the start). Runs of
 //! consecutive samples of one track form a chunk (`stco`/`co64` + `stsc`). When the clip is
 //! finished the `moov` box is built from these tables and placed in front of the data.
 
+use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use cadence_core::{Error, Result};
 use mp4_atom::{Co64, Stco, Stsc, StscEntry, Stss, Stsz, StszSamples, Stts, SttsEntry};
-use tempfile::NamedTempFile;
-
-use crate::atomic_file::scratch_file_beside;
 
 /// A run of consecutive samples of one track in the media data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,18 +124,22 @@ impl SampleTable {
 
 /// The media data (future `mdat` payload), written to a scratch file as samples arrive.
 pub struct MediaData {
-    out: BufWriter<NamedTempFile>,
-    dest: PathBuf,
+    out: BufWriter<File>,
+    /// The folder of the scratch file, for error messages.
+    dir: PathBuf,
     len: u64,
     last_track: Option<usize>,
 }
 
 impl MediaData {
-    /// A scratch file beside `dest`, removed when dropped.
-    pub fn create(dest: &Path) -> Result<Self> {
+    /// An unlinked scratch file in `dir` (the destination's folder, so it is on the same disk),
+    /// or in the system's temporary folder.
+    pub fn create(dir: Option<&Path>) -> Result<Self> {
+        let dir = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let file = tempfile::tempfile_in(&dir).map_err(|e| Error::io(&dir, e))?;
         Ok(Self {
-            out: BufWriter::with_capacity(1 << 20, scratch_file_beside(dest, "mdat")?),
-            dest: dest.to_path_buf(),
+            out: BufWriter::with_capacity(1 << 20, file),
+            dir,
             len: 0,
             last_track: None,
         })
@@ -165,7 +168,7 @@ impl MediaData {
         })?;
         self.out
             .write_all(data)
-            .map_err(|e| Error::io(&self.dest, e))?;
+            .map_err(|e| Error::io(&self.dir, e))?;
         table.push(self.len, size, is_sync, self.last_track == Some(track));
         self.last_track = Some(track);
         self.len += u64::from(size);
@@ -173,15 +176,15 @@ impl MediaData {
     }
 
     /// Copies the whole payload into `sink`.
-    pub fn copy_into(self, sink: &mut impl Write) -> Result<()> {
-        let dest = self.dest;
+    pub fn copy_into(self, sink: &mut (impl Write + ?Sized)) -> Result<()> {
+        let dir = self.dir;
         let mut file = self
             .out
             .into_inner()
-            .map_err(|e| Error::io(&dest, e.into_error()))?;
+            .map_err(|e| Error::io(&dir, e.into_error()))?;
         file.seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io(&dest, e))?;
-        std::io::copy(&mut file, sink).map_err(|e| Error::io(&dest, e))?;
+            .map_err(|e| Error::io(&dir, e))?;
+        std::io::copy(&mut file, sink).map_err(|e| Error::io(&dir, e))?;
         Ok(())
     }
 }
@@ -193,8 +196,8 @@ mod tests {
     #[test]
     fn chunks_follow_track_switches() {
         let dir = tempfile::tempdir().unwrap();
-        let dest = dir.path().join("x.mp4");
-        let mut data = MediaData::create(&dest).unwrap();
+        let mut data = MediaData::create(Some(dir.path())).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "unnamed");
         let (mut v, mut a) = (SampleTable::default(), SampleTable::default());
         data.append(0, &mut v, &[1; 10], true).unwrap();
         data.append(0, &mut v, &[2; 5], false).unwrap();

@@ -8,7 +8,7 @@ use cadence_core::{Error, Result};
 
 use super::aac::{new_encoder, AacBackend, AacEncoder, AccessUnit, AAC_FRAME};
 use super::avc::{annex_b_to_sample, ParameterSets};
-use super::edit_list::TrackEdit;
+use super::edit_list::{rescale, TrackEdit};
 use super::moov::{self, AudioTrack, VideoTrack};
 use super::sample_table::{MediaData, SampleTable};
 use super::segments::{EncodedFrame, SegmentPool, SegmentSettings};
@@ -17,7 +17,7 @@ use super::segments::{EncodedFrame, SegmentPool, SegmentSettings};
 /// written when frame `n` is pushed. A constant (not the thread count), so the file's layout
 /// is the same on every machine; 16 segments keep 16 encoder threads busy.
 const WRITE_LAG_SEGMENTS: u64 = 16;
-use crate::atomic_file::AtomicFile;
+use crate::atomic_file::{destination_dir, AtomicFile};
 
 /// Largest frame openh264 encodes (its level 5.2 limit), either orientation.
 const MAX_LONG_SIDE: u32 = 3840;
@@ -145,14 +145,15 @@ impl Default for AudioParams {
     }
 }
 
-/// What [`Mp4Writer::finish`] wrote.
+/// What [`Mp4Writer::finish`] or [`Mp4Writer::finish_into`] wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mp4Summary {
-    /// The file written.
-    pub path: PathBuf,
+    /// The file written (`None` when written into a caller's writer).
+    pub path: Option<PathBuf>,
     /// Video frames.
     pub frames: u64,
-    /// Presented audio samples per channel (0 if no audio was pushed).
+    /// Presented audio samples per channel (0 if no audio was pushed); audio pushed past the
+    /// last frame is not presented.
     pub audio_samples: u64,
     /// Video duration in seconds.
     pub video_seconds: f64,
@@ -163,22 +164,27 @@ pub struct Mp4Summary {
 /// Streams RGB frames and PCM audio into an MP4 (H.264 + AAC-LC, `moov` first, edit list).
 ///
 /// Frames are converted and handed to the encoder threads as they arrive, and encoded samples
-/// go straight to a scratch file beside the destination, so memory does not grow with the clip.
-/// Nothing appears at `path` until [`finish`](Self::finish) succeeds; dropping the writer (or an
-/// error) removes every temporary file.
+/// go straight to an unnamed scratch file, so memory does not grow with the clip and no
+/// temporary file can outlive the process. The header comes first in the file, so the bytes
+/// are written when the clip is complete: [`finish`](Self::finish) writes the file at the path
+/// given to [`create`](Self::create) (atomically: nothing appears there before), and
+/// [`finish_into`](Self::finish_into) writes the same bytes into any `Write` (a `Vec<u8>`, a
+/// socket). Dropping the writer (or an error) leaves nothing behind.
 ///
 /// ```no_run
 /// use cadence_media::{AudioParams, Mp4Writer, VideoParams};
 /// # fn main() -> cadence_core::Result<()> {
 /// let video = VideoParams::new(448, 256, 25);
-/// let mut w = Mp4Writer::create("clip.mp4".as_ref(), video, AudioParams::default())?;
+/// let mut w = Mp4Writer::new(video, AudioParams::default())?;
 /// w.push_frames(&vec![0u8; video.frame_bytes() * 25])?; // T x H x W x 3
 /// w.push_audio(&vec![0.0f32; 44_100 * 2])?; // interleaved stereo
-/// let summary = w.finish()?;
+/// let mut mp4 = Vec::new();
+/// let summary = w.finish_into(&mut mp4)?;
 /// # Ok(()) }
 /// ```
 pub struct Mp4Writer {
-    dest: PathBuf,
+    /// Where [`finish`](Self::finish) writes; `None` for a writer made by [`Mp4Writer::new`].
+    dest: Option<PathBuf>,
     video: VideoParams,
     audio: AudioParams,
     video_timescale: u32,
@@ -203,9 +209,26 @@ pub struct Mp4Writer {
 }
 
 impl Mp4Writer {
-    /// Prepares to write `path` (its folder must exist). Starts the encoder threads. The headers'
-    /// creation time is `$SOURCE_DATE_EPOCH` when set (so equal inputs give equal files), else now.
+    /// Prepares to write `path` (its folder must exist) with [`finish`](Self::finish). Starts
+    /// the encoder threads. The headers' creation time is `$SOURCE_DATE_EPOCH` when set (so
+    /// equal inputs give equal files), else now.
     pub fn create(path: &Path, video: VideoParams, audio: AudioParams) -> Result<Self> {
+        let dir = destination_dir(path)?;
+        Self::start(Some(path.to_path_buf()), Some(&dir), video, audio)
+    }
+
+    /// Prepares to write into a caller's writer with [`finish_into`](Self::finish_into); the
+    /// scratch data goes to an unnamed file in the system's temporary folder.
+    pub fn new(video: VideoParams, audio: AudioParams) -> Result<Self> {
+        Self::start(None, None, video, audio)
+    }
+
+    fn start(
+        dest: Option<PathBuf>,
+        scratch_dir: Option<&Path>,
+        video: VideoParams,
+        audio: AudioParams,
+    ) -> Result<Self> {
         video.validate()?;
         if !(1..=2).contains(&audio.channels) {
             return Err(Error::InvalidInput(format!(
@@ -220,7 +243,7 @@ impl Mp4Writer {
             audio.bitrate_bps,
         )?;
         let created = moov::creation_time()?;
-        let data = MediaData::create(path)?;
+        let data = MediaData::create(scratch_dir)?;
         let (video_timescale, frame_ticks) = video.timescale();
         let pool = SegmentPool::start(
             SegmentSettings {
@@ -234,7 +257,7 @@ impl Mp4Writer {
             video.threads(),
         )?;
         Ok(Self {
-            dest: path.to_path_buf(),
+            dest,
             video,
             audio,
             video_timescale,
@@ -274,8 +297,26 @@ impl Mp4Writer {
         self.guard(|w| w.push_audio_inner(interleaved))
     }
 
-    /// Encodes what is left, writes the file (header first) and renames it into place.
-    pub fn finish(mut self) -> Result<Mp4Summary> {
+    /// Encodes what is left, writes the file (header first) beside the path given to
+    /// [`create`](Self::create) and renames it into place.
+    pub fn finish(self) -> Result<Mp4Summary> {
+        let dest = self.dest.clone().ok_or_else(|| {
+            Error::InvalidInput(
+                "this MP4 writer was made without a path (Mp4Writer::new); finish it with \
+                 finish_into"
+                    .into(),
+            )
+        })?;
+        let mut file = AtomicFile::create(&dest)?;
+        let mut summary = self.finish_into(file.file())?;
+        file.commit()?;
+        summary.path = Some(dest);
+        Ok(summary)
+    }
+
+    /// Encodes what is left and writes the whole file (header first) into `out`, which is not
+    /// flushed. The bytes are the same as [`finish`](Self::finish) writes to a path.
+    pub fn finish_into(mut self, out: &mut (impl Write + ?Sized)) -> Result<Mp4Summary> {
         self.guard(|_| Ok(()))?;
         let pool = self.pool.take().ok_or_else(|| self.failed_error())?;
         let pushed = pool.pushed();
@@ -284,14 +325,14 @@ impl Mp4Writer {
         if self.next_frame != pushed {
             return Err(Error::InvalidInput(format!(
                 "{}: {} of {pushed} frames came back from the encoder",
-                self.dest.display(),
+                self.name(),
                 self.next_frame
             )));
         }
         if pushed == 0 {
             return Err(Error::InvalidInput(format!(
                 "{}: no video frames were pushed; an MP4 needs at least one",
-                self.dest.display()
+                self.name()
             )));
         }
         let timeline = if self.audio_samples > 0 {
@@ -303,7 +344,7 @@ impl Mp4Writer {
         } else {
             None
         };
-        self.write_file(timeline)
+        self.write_file(timeline, out)
     }
 
     /// Runs `f`, refusing to continue after an earlier error.
@@ -319,8 +360,15 @@ impl Mp4Writer {
     fn failed_error(&self) -> Error {
         Error::InvalidInput(format!(
             "{}: the MP4 writer already failed; drop it and start again",
-            self.dest.display()
+            self.name()
         ))
+    }
+
+    /// How error messages name the output.
+    fn name(&self) -> String {
+        self.dest
+            .as_ref()
+            .map_or_else(|| "the MP4 output".into(), |p| p.display().to_string())
     }
 
     fn push_frames_inner(&mut self, rgb: &[u8]) -> Result<()> {
@@ -447,7 +495,11 @@ impl Mp4Writer {
         Ok(())
     }
 
-    fn write_file(self, timeline: Option<super::aac::AacTimeline>) -> Result<Mp4Summary> {
+    fn write_file(
+        self,
+        timeline: Option<super::aac::AacTimeline>,
+        out: &mut (impl Write + ?Sized),
+    ) -> Result<Mp4Summary> {
         let sets = self
             .parameter_sets
             .as_ref()
@@ -465,7 +517,15 @@ impl Mp4Writer {
                 media_duration: frames * u64::from(self.frame_ticks),
             },
         };
-        let audio = timeline.map(|t| AudioTrack {
+        // The soundtrack ends with the last frame (the reference's mux keeps the shortest
+        // stream): its edit presents at most the video's length, rounded to whole samples.
+        let video_samples = rescale(
+            frames * u64::from(self.video.fps_den),
+            self.video.fps_num,
+            self.audio.sample_rate,
+        );
+        let presented = timeline.map(|t| t.samples.min(video_samples));
+        let audio = timeline.zip(presented).map(|(t, samples)| AudioTrack {
             sample_rate: self.audio.sample_rate,
             channels: self.audio.channels,
             asc: self.aac.audio_specific_config(),
@@ -474,7 +534,7 @@ impl Mp4Writer {
             frame_samples: AAC_FRAME,
             edit: TrackEdit {
                 media_time: t.priming,
-                media_duration: t.samples,
+                media_duration: samples,
             },
         });
         let movie_timescale = match &audio {
@@ -514,27 +574,26 @@ impl Mp4Writer {
         if moov.len() != sized.len() {
             return Err(Error::InvalidInput(format!(
                 "{}: moov size changed from {} to {} bytes while placing it",
-                self.dest.display(),
+                self.name(),
                 sized.len(),
                 moov.len()
             )));
         }
-        let audio_samples = timeline.map_or(0, |t| t.samples);
+        let audio_samples = presented.unwrap_or(0);
 
-        let mut file = AtomicFile::create(&self.dest)?;
+        // Write errors (a full disk, a closed socket) are I/O errors of the output.
+        let name = self.name();
+        let io = |e: std::io::Error| Error::io(&name, e);
         {
-            let dest = self.dest.clone();
-            let mut out = BufWriter::with_capacity(1 << 20, file.file());
-            let io = |e| Error::io(&dest, e);
+            let mut out = BufWriter::with_capacity(1 << 20, &mut *out);
             out.write_all(&ftyp).map_err(io)?;
             out.write_all(&moov).map_err(io)?;
             out.write_all(&mdat_header).map_err(io)?;
             self.data.copy_into(&mut out)?;
             out.flush().map_err(io)?;
         }
-        file.commit()?;
         Ok(Mp4Summary {
-            path: self.dest.clone(),
+            path: None,
             frames,
             audio_samples,
             video_seconds: frames as f64 * f64::from(self.video.fps_den)

@@ -46,7 +46,7 @@ use cadence_codec::oobleck::BottleneckNoise;
 use cadence_codec::{encode_reference_audio, latent_to_waveform_44100, ReferenceAudioConfig};
 use cadence_core::{Error, Result};
 use cadence_kernels::choice::KernelPolicy;
-use cadence_media::{load_reference_image, load_stereo_audio};
+use cadence_media::DecodedImage;
 use cadence_text::{
     negative_prompt_key, EncodedPrompt, NegativePromptCache, PromptEncoder, NEGATIVE_PROMPT,
 };
@@ -74,7 +74,7 @@ pub use sink::{Clip, ClipInfo, ClipSink, Mp4Sink};
 
 use builder::{CodecModels, VideoDecoderModel};
 use flops::{text_encoder_flops, Counted};
-use inputs::{AudioInput, ImageInput};
+use inputs::UserAudioInput;
 use placement::{lock, missing, Ledger, Slot};
 use progress::StageTimer;
 use prompt_cache::PromptCache;
@@ -217,14 +217,14 @@ impl Engine {
         cancel.check()?;
         let image = match &inputs.image {
             Some(image) => Some(timer.run(StageKind::EncodeImage, None, |_| {
-                self.encode_image(image, valid)
+                self.encode_image(image, valid, cancel)
             })?),
             None => None,
         };
         cancel.check()?;
         let user_audio = match &inputs.audio {
             Some(audio) => Some(timer.run(StageKind::EncodeAudio, None, |_| {
-                self.encode_audio(audio, valid)
+                self.encode_audio(audio, valid, cancel)
             })?),
             None => None,
         };
@@ -304,7 +304,7 @@ impl Engine {
         })?;
         timer.run(StageKind::DecodeAudio, None, |_| {
             let mut wave = match latents.audio_output {
-                AudioOutput::DecodeLatent => self.decode_audio(&latents)?,
+                AudioOutput::DecodeLatent => self.decode_audio(&latents, cancel)?,
                 AudioOutput::UserOriginal => user_audio
                     .as_ref()
                     .map(|a| a.original_44100.clone())
@@ -485,17 +485,21 @@ impl Engine {
     }
 
     /// The reference image's latent at the base size and, with SR, at the SR size.
-    fn encode_image(&self, image: &ImageInput, valid: &ValidatedRequest) -> Result<ImageLatents> {
+    fn encode_image(
+        &self,
+        image: &DecodedImage,
+        valid: &ValidatedRequest,
+        cancel: &CancelToken,
+    ) -> Result<ImageLatents> {
         let wan = self
             .codecs
             .wan
             .as_ref()
             .ok_or_else(|| missing("image encoder"))?;
         let encode_at = |size: LatentSize| -> Result<Tensor> {
-            let pixels =
-                load_reference_image(&image.0, size.width_px() as u32, size.height_px() as u32)?;
+            let pixels = image.reference(size.width_px() as u32, size.height_px() as u32)?;
             let pixels = pixels.to_tensor(&self.device)?.to_dtype(self.dtype)?;
-            Ok(wan.encode_image(&pixels)?.to_dtype(DType::F32)?)
+            Ok(wan.encode_image(&pixels, cancel)?.to_dtype(DType::F32)?)
         };
         Ok(ImageLatents {
             base: encode_at(valid.base)?,
@@ -504,7 +508,12 @@ impl Engine {
     }
 
     /// The user's audio: its latent in the DiT layout and the waveform for the clip.
-    fn encode_audio(&self, audio: &AudioInput, valid: &ValidatedRequest) -> Result<UserAudio> {
+    fn encode_audio(
+        &self,
+        audio: &UserAudioInput,
+        valid: &ValidatedRequest,
+        cancel: &CancelToken,
+    ) -> Result<UserAudio> {
         let seconds = valid.request.seconds as f64;
         let waveform = Tensor::new(audio.reference.samples.as_slice(), &self.device)?;
         let mut noise = SeededBottleneck(SeededNoise::new(valid.request.seed ^ AUDIO_NOISE_STREAM));
@@ -514,13 +523,14 @@ impl Engine {
             Some(seconds),
             &ReferenceAudioConfig::default(),
             &mut noise,
+            cancel,
         )?;
         let latent = audio_latent_from_vae_layout(&encoded.latent)?;
         let frames = latent.dim(1)?;
         // The clip carries the user's own sound, resampled once to the output rate; the
         // reference instead decodes the (altered) latent (its issue #44).
         let channels = OUTPUT_CHANNELS as usize;
-        let mut original_44100 = load_stereo_audio(&audio.path, OUTPUT_SAMPLE_RATE)?;
+        let mut original_44100 = audio.decoded.stereo(OUTPUT_SAMPLE_RATE)?;
         original_44100.truncate(frames * OUTPUT_SAMPLE_RATE as usize / FPS * channels);
         Ok(UserAudio {
             latent,
@@ -548,19 +558,21 @@ impl Engine {
             Ok(())
         };
         match &self.codecs.video_decoder {
-            VideoDecoderModel::Turbo(turbo) => turbo.decode_streaming(&latent, &mut on_chunk),
+            VideoDecoderModel::Turbo(turbo) => {
+                turbo.decode_streaming(&latent, cancel, &mut on_chunk)
+            }
             VideoDecoderModel::Wan => self
                 .codecs
                 .wan
                 .as_ref()
                 .ok_or_else(|| missing("Wan2.2 decoder"))?
-                .decode_streaming(&latent, &mut on_chunk),
+                .decode_streaming(&latent, cancel, &mut on_chunk),
         }
     }
 
     /// The generated audio latent to interleaved stereo at 44.1 kHz.
-    fn decode_audio(&self, latents: &SampledLatents) -> Result<Vec<f32>> {
-        let wave = latent_to_waveform_44100(&self.codecs.audio_vae, &latents.audio)?; // [N, 2]
+    fn decode_audio(&self, latents: &SampledLatents, cancel: &CancelToken) -> Result<Vec<f32>> {
+        let wave = latent_to_waveform_44100(&self.codecs.audio_vae, &latents.audio, cancel)?; // [N, 2]
         Ok(wave.clamp(-1f32, 1f32)?.flatten_all()?.to_vec1::<f32>()?)
     }
 }

@@ -69,7 +69,7 @@ impl ClipSink for Clip {
     fn frames(&mut self, rgb: &[u8], count: usize) -> Result<()> {
         let info = self
             .info
-            .ok_or_else(|| Error::InvalidInput("frames arrived before the clip started".into()))?;
+            .ok_or_else(|| Error::Internal("frames arrived before the clip started".into()))?;
         if rgb.len() != count * info.frame_bytes() {
             return Err(Error::InvalidInput(format!(
                 "{count} frames of {}x{} need {} bytes, got {}",
@@ -89,11 +89,13 @@ impl ClipSink for Clip {
     }
 }
 
-/// Streams a clip into an MP4 file (H.264 + AAC) as it is produced. Nothing appears at the
-/// path until [`Mp4Sink::finish`] succeeds; dropping the sink unfinished (an error, Ctrl-C)
-/// leaves no file.
+/// Streams a clip into an MP4 (H.264 + AAC) as it is produced: to a file, where nothing
+/// appears until [`Mp4Sink::finish`] succeeds, or into any writer (memory, a socket) with
+/// [`Mp4Sink::finish_into`]. Dropping the sink unfinished (an error, Ctrl-C) leaves nothing:
+/// its scratch data lives in unnamed temporary files.
 pub struct Mp4Sink {
-    path: std::path::PathBuf,
+    /// The file to write; `None` for [`Mp4Sink::unnamed`].
+    path: Option<std::path::PathBuf>,
     writer: Option<cadence_media::Mp4Writer>,
     /// Wall time spent waiting on the writer (conversion, encoding back-pressure, muxing).
     busy: std::time::Duration,
@@ -103,7 +105,16 @@ impl Mp4Sink {
     /// A sink that will write `path`.
     pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
         Self {
-            path: path.into(),
+            path: Some(path.into()),
+            writer: None,
+            busy: std::time::Duration::ZERO,
+        }
+    }
+
+    /// A sink whose MP4 goes to a caller's writer ([`Mp4Sink::finish_into`]).
+    pub fn unnamed() -> Self {
+        Self {
+            path: None,
             writer: None,
             busy: std::time::Duration::ZERO,
         }
@@ -112,18 +123,31 @@ impl Mp4Sink {
     fn writer(&mut self) -> Result<&mut cadence_media::Mp4Writer> {
         self.writer
             .as_mut()
-            .ok_or_else(|| Error::InvalidInput("data arrived before the clip started".into()))
+            .ok_or_else(|| Error::Internal("data arrived before the clip started".into()))
+    }
+
+    fn take_writer(&mut self) -> Result<cadence_media::Mp4Writer> {
+        self.writer
+            .take()
+            .ok_or_else(|| Error::Internal("no clip was written".into()))
     }
 
     /// Encodes what is left and moves the file into place. Returns the summary and the time
     /// the writer cost the generation (encoding mostly overlaps decoding on worker threads).
     pub fn finish(mut self) -> Result<(cadence_media::Mp4Summary, std::time::Duration)> {
         let start = std::time::Instant::now();
-        let writer = self
-            .writer
-            .take()
-            .ok_or_else(|| Error::InvalidInput("no clip was written".into()))?;
-        let summary = writer.finish()?;
+        let summary = self.take_writer()?.finish()?;
+        Ok((summary, self.busy + start.elapsed()))
+    }
+
+    /// Encodes what is left and writes the whole MP4 (header first) into `out`: the same
+    /// bytes [`Mp4Sink::finish`] puts in a file.
+    pub fn finish_into(
+        mut self,
+        out: &mut (impl std::io::Write + ?Sized),
+    ) -> Result<(cadence_media::Mp4Summary, std::time::Duration)> {
+        let start = std::time::Instant::now();
+        let summary = self.take_writer()?.finish_into(out)?;
         Ok((summary, self.busy + start.elapsed()))
     }
 }
@@ -136,7 +160,10 @@ impl ClipSink for Mp4Sink {
             channels: info.channels,
             ..Default::default()
         };
-        self.writer = Some(cadence_media::Mp4Writer::create(&self.path, video, audio)?);
+        self.writer = Some(match &self.path {
+            Some(path) => cadence_media::Mp4Writer::create(path, video, audio)?,
+            None => cadence_media::Mp4Writer::new(video, audio)?,
+        });
         Ok(())
     }
 

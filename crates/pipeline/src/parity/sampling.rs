@@ -22,8 +22,8 @@ use crate::sampler::{
 use crate::scheduler::{FlowSchedule, ZeroSnrTable};
 use crate::sr::{noisy_audio_condition, renoise_video, resize_trilinear};
 use crate::{
-    GenerationRequest, ImageLatents, InputSource, LatentShapes, Limits, ReplayNoise,
-    SampledLatents, Sampler, SamplingInputs, Stage, TextContext,
+    GenerationRequest, ImageLatents, LatentShapes, Limits, ReplayNoise, SampledLatents, Sampler,
+    SamplingInputs, Stage, TextContext,
 };
 
 /// `config_defaults_used`, with a scenario's `overrides` on top.
@@ -214,8 +214,8 @@ fn run_scenario(
     request.height = height;
     request.sr_width = sr_size.map(|s| s.0);
     request.sr_height = sr_size.map(|s| s.1);
-    request.image = flag("image").then(|| InputSource::Path("image.png".into()));
-    request.audio = flag("user_audio").then(|| InputSource::Path("voice.wav".into()));
+    request.image = flag("image").then(|| std::path::PathBuf::from("image.png").into());
+    request.audio = flag("user_audio").then(|| std::path::PathBuf::from("voice.wav").into());
     let validated = request.validate(&Limits::default())?;
     let user_audio = if flag("user_audio") {
         Some(audio_latent_from_vae_layout(&tensor(

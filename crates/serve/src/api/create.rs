@@ -95,8 +95,8 @@ async fn submit(s: &Shared, req: Request) -> Result<VideoRow, ApiError> {
     let (requested, uploads) = parse(s, req).await?;
     let job = s.catalog.resolve(&requested, random_seed()?)?;
     if uploads.image.is_some() || uploads.audio.is_some() {
-        let (j, u, scratch) = (job.clone(), uploads.clone(), s.store.scratch_dir());
-        tokio::task::spawn_blocking(move || check_uploads(&j, &u, &scratch))
+        let (j, u) = (job.clone(), uploads.clone());
+        tokio::task::spawn_blocking(move || check_uploads(&j, &u))
             .await
             .map_err(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
