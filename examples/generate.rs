@@ -1,5 +1,5 @@
-//! Build an engine from model folders and generate one clip into memory, with the library API
-//! only (no downloader, no command line).
+//! Build an engine from model folders and generate one clip as an MP4 in memory, with the
+//! library API only (no downloader, no command line).
 //!
 //! ```sh
 //! # the embedded tiny demo model (random weights, CPU):
@@ -10,7 +10,7 @@
 //! ```
 
 use cadence_pipeline::engine::{
-    CancelToken, Clip, EngineBuilder, Progress, StageKind, WeightsSource,
+    CancelToken, EngineBuilder, Mp4Sink, Progress, StageKind, WeightsSource,
 };
 use cadence_pipeline::{GenerationRequest, Mode, ModelDirs};
 
@@ -46,15 +46,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut request = GenerationRequest::new(prompt);
     request.seconds = 2;
-    let mut clip = Clip::default();
-    let report = engine.generate(&request, &mut clip, &mut Log, &CancelToken::new())?;
+    // The MP4 goes into memory (any `Write` works: a socket, a buffer, a file).
+    let mut sink = Mp4Sink::unnamed();
+    let report = engine.generate(&request, &mut sink, &mut Log, &CancelToken::new())?;
+    let mut mp4 = Vec::new();
+    sink.finish_into(&mut mp4)?;
     println!(
-        "{}x{}, {} frames ({} bytes of RGB), {} audio samples, seed {}{}",
+        "an MP4 of {} bytes in memory: {}x{}, {} frames, seed {}{}",
+        mp4.len(),
         report.info.width,
         report.info.height,
         report.info.frames,
-        clip.frames.len(),
-        clip.audio.len(),
         report.seed,
         if report.demo {
             " (tiny random demo model)"

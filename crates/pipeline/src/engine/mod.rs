@@ -304,7 +304,13 @@ impl Engine {
         })?;
         timer.run(StageKind::DecodeAudio, None, |_| {
             let mut wave = match latents.audio_output {
-                AudioOutput::DecodeLatent => self.decode_audio(&latents, cancel)?,
+                AudioOutput::DecodeLatent => {
+                    let mut wave = self.decode_audio(&latents, cancel)?;
+                    if self.demo {
+                        quiet_noise(&mut wave, OUTPUT_CHANNELS as usize);
+                    }
+                    wave
+                }
                 AudioOutput::UserOriginal => user_audio
                     .as_ref()
                     .map(|a| a.original_44100.clone())
@@ -317,9 +323,6 @@ impl Engine {
             // The soundtrack ends with the last frame (the audio latents outlast the video
             // frames by up to 3 frames' worth).
             wave.truncate(info.audio_samples());
-            if self.demo {
-                quiet_noise(&mut wave, OUTPUT_CHANNELS as usize);
-            }
             leave_headroom(&mut wave);
             sink.audio(&wave)
         })?;
