@@ -154,6 +154,12 @@ impl TextEncoderConfig {
         if self.num_layers() == 0 || self.hidden_size == 0 || self.vocab_size == 0 {
             return bad("layers, hidden_size and vocab_size must be positive".into());
         }
+        if self.num_layers() > MAX_LAYERS {
+            return bad(format!(
+                "{} layers is more than the {MAX_LAYERS} this loader accepts",
+                self.num_layers()
+            ));
+        }
         if self.num_kv_heads == 0 || !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
@@ -172,6 +178,10 @@ impl TextEncoderConfig {
         Ok(())
     }
 }
+
+/// Most encoder layers a config may state (T5Gemma-9B has 42): the bound keeps a damaged
+/// config from making the loader list billions of tensors.
+pub const MAX_LAYERS: usize = 512;
 
 /// Gemma-2's layer pattern: sliding first, then alternating.
 fn alternating_layers(n: usize) -> Vec<LayerKind> {
@@ -254,6 +264,14 @@ impl HfModuleConfig {
         }
         if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
             return bad("rope_scaling is not supported (T5Gemma uses default RoPE)".into());
+        }
+        // Before the per-layer list is built: a config may state any number.
+        if self.num_hidden_layers > MAX_LAYERS {
+            return bad(format!(
+                "num_hidden_layers {} is more than the {MAX_LAYERS} this loader accepts (T5Gemma-9B \
+                 has 42); check config.json",
+                self.num_hidden_layers
+            ));
         }
         let layer_kinds = match self.layer_types {
             None => alternating_layers(self.num_hidden_layers),

@@ -55,6 +55,10 @@ fn yes() -> bool {
     true
 }
 
+/// Most resnet layers a decoder block may have (the released decoder has at most 3): the
+/// bound keeps a damaged config from making the loader list millions of tensors.
+pub const MAX_LAYERS_PER_BLOCK: usize = 64;
+
 impl TurboConfig {
     /// Reads the JSON config file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
@@ -97,6 +101,17 @@ impl TurboConfig {
             return bad(
                 "decoder_* lists must have one entry per block (layers_per_block one more)",
             );
+        }
+        if self
+            .decoder_layers_per_block
+            .iter()
+            .any(|&l| l > MAX_LAYERS_PER_BLOCK)
+        {
+            return Err(Error::Config(format!(
+                "Turbo-VAED: decoder_layers_per_block {:?} has a block of more than \
+                 {MAX_LAYERS_PER_BLOCK} layers (the released decoder has at most 3)",
+                self.decoder_layers_per_block
+            )));
         }
         if self.decoder_is_dw_conv.iter().any(|&d| d) {
             return bad("depthwise-separable convs (decoder_is_dw_conv) are not supported");
