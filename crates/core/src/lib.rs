@@ -10,6 +10,7 @@ pub mod error;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
 pub mod random;
+pub mod sizes;
 
 pub use cancel::CancelToken;
 pub use checkpoint::{Checkpoint, TensorSpec, WeightSource};

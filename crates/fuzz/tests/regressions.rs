@@ -143,3 +143,17 @@ fn a_wav_of_33_channels() {
     let e = refused("wav", &wav);
     assert!(e.contains("(in-memory bytes, "), "{e}");
 }
+
+/// Widths of 2^32 multiplied past `usize` while the Wan VAE listed its tensors (a panic in
+/// checked builds; every config now bounds its widths).
+#[test]
+fn a_wan_config_whose_widths_overflow() {
+    let input = edited(
+        &seeds::wan_config()[0],
+        "\"dim\": 4,",
+        "\"dim\": 4294967296,",
+    );
+    let input = edited(&input, "[\n  1,", "[\n  4294967296,");
+    let e = refused("wan_config", &input);
+    assert!(e.contains("dim is 4294967296, more than the 65536"), "{e}");
+}

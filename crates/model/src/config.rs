@@ -176,6 +176,17 @@ impl DitConfig {
     /// Checks internal consistency; every error names the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
+        cadence_core::sizes::check_widths(
+            "DiT config",
+            [
+                ("hidden_size", self.hidden_size),
+                ("head_dim", self.head_dim),
+                ("num_query_groups", self.num_query_groups),
+                ("video_in_channels", self.video_in_channels),
+                ("audio_in_channels", self.audio_in_channels),
+                ("text_in_channels", self.text_in_channels),
+            ],
+        )?;
         if self.num_layers == 0 || self.num_layers > MAX_LAYERS {
             return bad(format!(
                 "num_layers {} is outside 1..={MAX_LAYERS} (the released DiTs have 40); check \

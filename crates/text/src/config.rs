@@ -160,6 +160,24 @@ impl TextEncoderConfig {
                 self.num_layers()
             ));
         }
+        if self.vocab_size > MAX_VOCAB {
+            return bad(format!(
+                "vocab_size {} is more than the {MAX_VOCAB} this loader accepts (T5Gemma has \
+                 256000)",
+                self.vocab_size
+            ));
+        }
+        cadence_core::sizes::check_widths(
+            "T5Gemma encoder config",
+            [
+                ("hidden_size", self.hidden_size),
+                ("intermediate_size", self.intermediate_size),
+                ("num_attention_heads", self.num_heads),
+                ("num_key_value_heads", self.num_kv_heads),
+                ("head_dim", self.head_dim),
+                ("sliding_window", self.sliding_window),
+            ],
+        )?;
         if self.num_kv_heads == 0 || !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
@@ -182,6 +200,9 @@ impl TextEncoderConfig {
 /// Most encoder layers a config may state (T5Gemma-9B has 42): the bound keeps a damaged
 /// config from making the loader list billions of tensors.
 pub const MAX_LAYERS: usize = 512;
+
+/// Largest vocabulary a config may state (T5Gemma's is 256000).
+pub const MAX_VOCAB: usize = 1 << 20;
 
 /// Gemma-2's layer pattern: sliding first, then alternating.
 fn alternating_layers(n: usize) -> Vec<LayerKind> {

@@ -59,6 +59,9 @@ fn yes() -> bool {
 /// bound keeps a damaged config from making the loader list millions of tensors.
 pub const MAX_LAYERS_PER_BLOCK: usize = 64;
 
+/// Most decoder blocks a config may list (the released decoder has 4).
+pub const MAX_BLOCKS: usize = 16;
+
 impl TurboConfig {
     /// Reads the JSON config file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
@@ -102,6 +105,26 @@ impl TurboConfig {
                 "decoder_* lists must have one entry per block (layers_per_block one more)",
             );
         }
+        if n > MAX_BLOCKS {
+            return Err(Error::Config(format!(
+                "Turbo-VAED: {n} decoder blocks is more than {MAX_BLOCKS} (the released decoder \
+                 has 4)"
+            )));
+        }
+        cadence_core::sizes::check_widths(
+            "Turbo-VAED config",
+            [
+                ("out_channels", self.out_channels),
+                ("first_chunk_size", self.first_chunk_size),
+                ("step_size", self.step_size),
+            ]
+            .into_iter()
+            .chain(
+                self.decoder_block_out_channels
+                    .iter()
+                    .map(|&c| ("decoder_block_out_channels", c)),
+            ),
+        )?;
         if self
             .decoder_layers_per_block
             .iter()

@@ -125,6 +125,8 @@ impl DecodedAudio {
         };
         if let Some((range, media_timescale)) = edit {
             decoded.apply_edit(&range, media_timescale);
+            // An edit may add leading silence.
+            decoded.check_limits()?;
         }
         if decoded.interleaved.is_empty() {
             return Err(invalid(
