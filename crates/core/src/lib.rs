@@ -10,6 +10,7 @@ pub mod error;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
 pub mod random;
+pub mod sizes;
 pub mod tensors;
 
 pub use cancel::CancelToken;

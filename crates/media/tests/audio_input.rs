@@ -260,3 +260,24 @@ fn bad_bytes_and_samples_fail_clearly() {
     let e = err_of(&nan);
     assert!(e.contains("sample 100 of channel 1 is inf"), "{e}");
 }
+
+/// A float WAV whose samples are finite but near f32's range (found by the fuzzer: a PCM WAV's
+/// bytes spliced into a float WAV) used to panic inside the resampler's FFT; it is refused.
+#[test]
+fn absurdly_loud_float_samples_are_refused_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("loud.wav");
+    let mut samples = vec![0.25f32; 2 * 4410];
+    samples[2 * 300] = 3.0e38;
+    write_wav(&path, &samples, 2, 44_100, WavFormat::Float32).unwrap();
+    let e = err_of(&path);
+    assert!(
+        e.contains("sample 300 of channel 0 is 300000000000000000000000000000000000000"),
+        "{e}"
+    );
+    assert!(e.contains("within ±1000"), "{e}");
+    // Over-range audio a few dB above full scale is real and still accepted.
+    samples[2 * 300] = 1.5;
+    write_wav(&path, &samples, 2, 44_100, WavFormat::Float32).unwrap();
+    load_reference_audio(&path, &AudioInputOptions::default()).unwrap();
+}

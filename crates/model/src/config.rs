@@ -11,6 +11,10 @@ pub const NUM_MODALITIES: usize = 3;
 /// RMSNorm epsilon of every norm in the model (inside the square root).
 pub const NORM_EPS: f64 = 1e-6;
 
+/// Most transformer layers a config may state (the released DiTs have 40): the bound keeps a
+/// damaged config from making the loader list millions of tensors.
+pub const MAX_LAYERS: usize = 512;
+
 /// Architecture of a daVinci-MagiHuman DiT.
 ///
 /// Field names follow the reference's `ModelConfig`, so a reference JSON reads directly.
@@ -172,6 +176,24 @@ impl DitConfig {
     /// Checks internal consistency; every error names the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
+        cadence_core::sizes::check_widths(
+            "DiT config",
+            [
+                ("hidden_size", self.hidden_size),
+                ("head_dim", self.head_dim),
+                ("num_query_groups", self.num_query_groups),
+                ("video_in_channels", self.video_in_channels),
+                ("audio_in_channels", self.audio_in_channels),
+                ("text_in_channels", self.text_in_channels),
+            ],
+        )?;
+        if self.num_layers == 0 || self.num_layers > MAX_LAYERS {
+            return bad(format!(
+                "num_layers {} is outside 1..={MAX_LAYERS} (the released DiTs have 40); check \
+                 config.json",
+                self.num_layers
+            ));
+        }
         if self.head_dim == 0 || !self.hidden_size.is_multiple_of(self.head_dim) {
             return bad(format!(
                 "hidden_size {} is not a multiple of head_dim {}",
@@ -221,9 +243,7 @@ impl DitConfig {
         let arch = value.get("arch_config").unwrap_or(value);
         let raw: RawModelConfig = serde_json::from_value(arch.clone())
             .map_err(|e| Error::Config(format!("model config: {e}")))?;
-        let config = raw.into_config()?;
-        config.validate()?;
-        Ok(config)
+        raw.into_config()
     }
 }
 
@@ -274,6 +294,8 @@ impl RawModelConfig {
             gelu7_layers: self.gelu7_layers.unwrap_or(d.gelu7_layers),
             post_norm_layers: self.post_norm_layers.unwrap_or(d.post_norm_layers),
         };
+        // Before the derived head counts: they divide by head_dim.
+        config.validate()?;
         for (name, stated, derived) in [
             ("num_heads_q", self.num_heads_q, config.num_heads_q()),
             ("num_heads_kv", self.num_heads_kv, config.num_heads_kv()),

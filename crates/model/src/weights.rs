@@ -112,7 +112,7 @@ pub fn expected_tensors(c: &DitConfig) -> Vec<TensorSpec> {
 /// The GEMM weights of the transformer layers, `(experts·out, in)` each: the tensors an FP8
 /// checkpoint stores in e4m3 with a per-row scale.
 pub fn gemm_weights(c: &DitConfig) -> Vec<TensorSpec> {
-    let keys: Vec<String> = (0..c.num_layers)
+    let keys: std::collections::HashSet<String> = (0..c.num_layers)
         .flat_map(|i| LAYER_GEMMS.map(|name| layer_key(i, name)))
         .collect();
     expected_tensors(c)
@@ -125,7 +125,8 @@ pub fn gemm_weights(c: &DitConfig) -> Vec<TensorSpec> {
 /// float type or e4m3) plus, for each GEMM weight stored in FP8, its `(out,)` scale vector
 /// (`<key>_scale`).
 pub fn accepted_tensors(c: &DitConfig) -> Vec<TensorSpec> {
-    let gemms: Vec<String> = gemm_weights(c).into_iter().map(|s| s.name).collect();
+    let gemms: std::collections::HashSet<String> =
+        gemm_weights(c).into_iter().map(|s| s.name).collect();
     let mut specs: Vec<TensorSpec> = expected_tensors(c)
         .into_iter()
         .map(|s| {

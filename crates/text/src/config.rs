@@ -187,6 +187,30 @@ impl TextEncoderConfig {
         if self.num_layers() == 0 || self.hidden_size == 0 || self.vocab_size == 0 {
             return bad("layers, hidden_size and vocab_size must be positive".into());
         }
+        if self.num_layers() > MAX_LAYERS {
+            return bad(format!(
+                "{} layers is more than the {MAX_LAYERS} this loader accepts",
+                self.num_layers()
+            ));
+        }
+        if self.vocab_size > MAX_VOCAB {
+            return bad(format!(
+                "vocab_size {} is more than the {MAX_VOCAB} this loader accepts (T5Gemma has \
+                 256000)",
+                self.vocab_size
+            ));
+        }
+        cadence_core::sizes::check_widths(
+            "T5Gemma encoder config",
+            [
+                ("hidden_size", self.hidden_size),
+                ("intermediate_size", self.intermediate_size),
+                ("num_attention_heads", self.num_heads),
+                ("num_key_value_heads", self.num_kv_heads),
+                ("head_dim", self.head_dim),
+                ("sliding_window", self.sliding_window),
+            ],
+        )?;
         if self.num_kv_heads == 0 || !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
@@ -205,6 +229,13 @@ impl TextEncoderConfig {
         Ok(())
     }
 }
+
+/// Most encoder layers a config may state (T5Gemma-9B has 42): the bound keeps a damaged
+/// config from making the loader list billions of tensors.
+pub const MAX_LAYERS: usize = 512;
+
+/// Largest vocabulary a config may state (T5Gemma's is 256000).
+pub const MAX_VOCAB: usize = 1 << 20;
 
 /// Gemma-2's layer pattern: sliding first, then alternating.
 fn alternating_layers(n: usize) -> Vec<LayerKind> {
@@ -287,6 +318,14 @@ impl HfModuleConfig {
         }
         if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
             return bad("rope_scaling is not supported (T5Gemma uses default RoPE)".into());
+        }
+        // Before the per-layer list is built: a config may state any number.
+        if self.num_hidden_layers > MAX_LAYERS {
+            return bad(format!(
+                "num_hidden_layers {} is more than the {MAX_LAYERS} this loader accepts (T5Gemma-9B \
+                 has 42); check config.json",
+                self.num_hidden_layers
+            ));
         }
         let layer_kinds = match self.layer_types {
             None => alternating_layers(self.num_hidden_layers),

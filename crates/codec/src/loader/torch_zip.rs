@@ -86,9 +86,14 @@ impl TorchArchive {
                     f.size()
                 )));
             }
-            let mut buf = Vec::with_capacity(f.size() as usize);
-            std::io::Read::read_to_end(&mut f, &mut buf)
-                .map_err(|e| bad(format!("data.pkl is unreadable: {e}")))?;
+            // The declared size is the file's word, not a fact: reserve no more than the
+            // archive holds (entries are stored, never compressed).
+            let mut buf = Vec::with_capacity(f.size().min(mmap.len() as u64) as usize);
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(&mut f, MAX_PICKLE_BYTES),
+                &mut buf,
+            )
+            .map_err(|e| bad(format!("data.pkl is unreadable: {e}")))?;
             buf
         };
         let parsed = pickle::parse(&pickle_bytes).map_err(|e| bad(format!("data.pkl: {e}")))?;

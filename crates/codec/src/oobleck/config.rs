@@ -65,6 +65,9 @@ pub struct OobleckConfig {
     pub sample_rate: u32,
 }
 
+/// Most encoder or decoder blocks a config may list (the released VAE has 5).
+pub const MAX_BLOCKS: usize = 16;
+
 impl OobleckConfig {
     /// Reads `model_config.json`.
     pub fn from_model_config(path: impl AsRef<Path>) -> Result<Self> {
@@ -128,7 +131,7 @@ impl OobleckConfig {
         Ok(cfg)
     }
 
-    /// Checks that the halves fit together.
+    /// Checks that the halves fit together and every size is one a loader can multiply.
     pub fn validate(&self) -> Result<()> {
         let (e, d) = (&self.encoder, &self.decoder);
         let bad = |m: String| Err(Error::Config(format!("Oobleck: {m}")));
@@ -138,6 +141,28 @@ impl OobleckConfig {
         if e.c_mults.len() != e.strides.len() || d.c_mults.len() != d.strides.len() {
             return bad("c_mults and strides must have the same length".into());
         }
+        if e.strides.len().max(d.strides.len()) > MAX_BLOCKS {
+            return bad(format!(
+                "more than {MAX_BLOCKS} blocks per half (the released VAE has 5)"
+            ));
+        }
+        // The widths multiply (channels * c_mult * kernel) when the loader lists tensors.
+        cadence_core::sizes::check_widths(
+            "Oobleck config",
+            [
+                ("encoder in_channels", e.in_channels),
+                ("encoder channels", e.channels),
+                ("encoder latent_dim", e.latent_dim),
+                ("decoder out_channels", d.out_channels),
+                ("decoder channels", d.channels),
+                ("decoder latent_dim", d.latent_dim),
+            ]
+            .into_iter()
+            .chain(e.c_mults.iter().map(|&m| ("encoder c_mults", m)))
+            .chain(d.c_mults.iter().map(|&m| ("decoder c_mults", m)))
+            .chain(e.strides.iter().map(|&s| ("encoder strides", s)))
+            .chain(d.strides.iter().map(|&s| ("decoder strides", s))),
+        )?;
         if e.strides
             .iter()
             .chain(&d.strides)
@@ -151,7 +176,11 @@ impl OobleckConfig {
                 e.latent_dim, self.latent_dim
             ));
         }
-        let ratio: usize = e.strides.iter().product();
+        let ratio = e
+            .strides
+            .iter()
+            .try_fold(1usize, |r, &s| r.checked_mul(s))
+            .unwrap_or(usize::MAX);
         if ratio != self.downsampling_ratio {
             return bad(format!(
                 "strides multiply to {ratio}, not {}",

@@ -55,6 +55,13 @@ fn yes() -> bool {
     true
 }
 
+/// Most resnet layers a decoder block may have (the released decoder has at most 3): the
+/// bound keeps a damaged config from making the loader list millions of tensors.
+pub const MAX_LAYERS_PER_BLOCK: usize = 64;
+
+/// Most decoder blocks a config may list (the released decoder has 4).
+pub const MAX_BLOCKS: usize = 16;
+
 impl TurboConfig {
     /// Reads the JSON config file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
@@ -97,6 +104,37 @@ impl TurboConfig {
             return bad(
                 "decoder_* lists must have one entry per block (layers_per_block one more)",
             );
+        }
+        if n > MAX_BLOCKS {
+            return Err(Error::Config(format!(
+                "Turbo-VAED: {n} decoder blocks is more than {MAX_BLOCKS} (the released decoder \
+                 has 4)"
+            )));
+        }
+        cadence_core::sizes::check_widths(
+            "Turbo-VAED config",
+            [
+                ("out_channels", self.out_channels),
+                ("first_chunk_size", self.first_chunk_size),
+                ("step_size", self.step_size),
+            ]
+            .into_iter()
+            .chain(
+                self.decoder_block_out_channels
+                    .iter()
+                    .map(|&c| ("decoder_block_out_channels", c)),
+            ),
+        )?;
+        if self
+            .decoder_layers_per_block
+            .iter()
+            .any(|&l| l > MAX_LAYERS_PER_BLOCK)
+        {
+            return Err(Error::Config(format!(
+                "Turbo-VAED: decoder_layers_per_block {:?} has a block of more than \
+                 {MAX_LAYERS_PER_BLOCK} layers (the released decoder has at most 3)",
+                self.decoder_layers_per_block
+            )));
         }
         if self.decoder_is_dw_conv.iter().any(|&d| d) {
             return bad("depthwise-separable convs (decoder_is_dw_conv) are not supported");

@@ -24,6 +24,13 @@ pub struct WanConfig {
     pub attn_scales: Vec<f64>,
 }
 
+/// Most residual blocks a stage may have (Wan2.2 has 2): the bound keeps a damaged config
+/// from making the loader list millions of tensors.
+pub const MAX_RES_BLOCKS: usize = 64;
+
+/// Most stages a config may list (Wan2.2 has 4).
+pub const MAX_STAGES: usize = 16;
+
 impl WanConfig {
     /// Wan2.2-TI2V-5B's `Wan2.2_VAE.pth`.
     pub fn wan22_ti2v_5b() -> Self {
@@ -43,6 +50,29 @@ impl WanConfig {
         let bad = |m: String| Err(Error::Config(format!("Wan VAE: {m}")));
         if self.dim_mult.is_empty() || self.num_res_blocks == 0 {
             return bad("dim_mult and num_res_blocks must be non-empty".into());
+        }
+        if self.dim_mult.len() > MAX_STAGES {
+            return bad(format!(
+                "dim_mult has {} stages, more than {MAX_STAGES} (Wan2.2 has 4)",
+                self.dim_mult.len()
+            ));
+        }
+        // The widths multiply (dim * dim_mult * kernel volume) when the loader lists tensors.
+        cadence_core::sizes::check_widths(
+            "Wan VAE config",
+            [
+                ("dim", self.dim),
+                ("dec_dim", self.dec_dim),
+                ("z_dim", self.z_dim),
+            ]
+            .into_iter()
+            .chain(self.dim_mult.iter().map(|&m| ("dim_mult", m))),
+        )?;
+        if self.num_res_blocks > MAX_RES_BLOCKS {
+            return bad(format!(
+                "num_res_blocks {} is more than {MAX_RES_BLOCKS} (Wan2.2 has 2)",
+                self.num_res_blocks
+            ));
         }
         if self.temporal_downsample.len() + 1 != self.dim_mult.len() {
             return bad(format!(

@@ -71,10 +71,18 @@ impl ReferenceAudio {
     }
 }
 
-/// Longest input decoded, in interleaved samples: ten minutes of 48 kHz stereo (230 MB as
+/// Longest input decoded, in interleaved samples: five minutes of 48 kHz stereo (115 MB as
 /// f32). A clip uses seconds of audio; the cap keeps a tiny file that claims hours of audio (or
 /// compresses silence) from exhausting memory.
-pub const MAX_INPUT_SAMPLES: usize = 600 * 48_000 * 2;
+pub const MAX_INPUT_SAMPLES: usize = 300 * 48_000 * 2;
+
+/// Loudest sample accepted, 60 dB over full scale: over-range float audio (a few dB) is
+/// real, this much is corrupt data.
+pub const MAX_SAMPLE_MAGNITUDE: f32 = 1000.0;
+
+/// Sample rates accepted, in Hz: telephone audio to twice the highest studio rate. The
+/// resampler's work grows with the rate, so a header claiming gigahertz would stall it.
+pub const INPUT_RATES: std::ops::RangeInclusive<u32> = 1000..=768_000;
 
 /// Most channels accepted (7.1 surround).
 pub const MAX_INPUT_CHANNELS: usize = 8;
@@ -117,6 +125,8 @@ impl DecodedAudio {
         };
         if let Some((range, media_timescale)) = edit {
             decoded.apply_edit(&range, media_timescale);
+            // An edit may add leading silence.
+            decoded.check_limits()?;
         }
         if decoded.interleaved.is_empty() {
             return Err(invalid(
@@ -149,7 +159,7 @@ impl DecodedAudio {
             channels,
             name: name.into(),
         };
-        audio.check_size_and_values()?;
+        audio.check_limits()?;
         Ok(audio)
     }
 
@@ -229,15 +239,27 @@ impl DecodedAudio {
         Error::InvalidInput(format!("reference audio {}: {what}", self.name))
     }
 
-    /// Refuses more than [`MAX_INPUT_SAMPLES`] and NaN or infinite samples (a float WAV can
-    /// hold them; they would poison the model).
-    fn check_size_and_values(&self) -> Result<()> {
+    /// Refuses sample rates outside [`INPUT_RATES`], more than [`MAX_INPUT_SAMPLES`], and NaN,
+    /// infinite or absurdly loud samples (a float WAV can hold any f32: they would poison the
+    /// model, and values near f32's range overflow the resampler's FFT).
+    fn check_limits(&self) -> Result<()> {
+        if !INPUT_RATES.contains(&self.rate) {
+            return Err(self.invalid(format!(
+                "the sample rate {} Hz is outside {}..={} Hz: the file is corrupt, or resample \
+                 it, e.g. `ffmpeg -i <file> -ar 48000 out.wav`",
+                self.rate,
+                INPUT_RATES.start(),
+                INPUT_RATES.end()
+            )));
+        }
         if self.interleaved.len() > MAX_INPUT_SAMPLES {
             return Err(self.invalid(too_long(self.rate, self.channels)));
         }
-        if let Some(i) = self.interleaved.iter().position(|v| !v.is_finite()) {
+        let bad = |v: &f32| !v.is_finite() || v.abs() > MAX_SAMPLE_MAGNITUDE;
+        if let Some(i) = self.interleaved.iter().position(bad) {
             return Err(self.invalid(format!(
-                "sample {} of channel {} is {} (NaN or infinite); the audio must be finite",
+                "sample {} of channel {} is {}: samples must be finite and within \
+                 ±{MAX_SAMPLE_MAGNITUDE} (60 dB over full scale); the file is corrupt, or not audio",
                 i / self.channels,
                 i % self.channels,
                 self.interleaved[i]
@@ -303,8 +325,36 @@ pub fn downmix_to_mono(interleaved: &[f32], channels: usize) -> Vec<f32> {
     }
 }
 
-/// Decodes every packet of the default audio track to interleaved f32.
+/// [`decode_packets`], with a panic inside the decoder turned into an error naming the input.
+///
+/// symphonia has panicked on malformed headers (a WAVE channel mask of more than 32 channels
+/// overflows a shift in its RIFF reader, found by `cadence-fuzz`); a bad file must be refused,
+/// never abort the caller. Nothing of the decoder survives the panic: its state is dropped.
 fn decode(
+    source: &MediaSource,
+    stream: Box<dyn symphonia::core::io::MediaSource>,
+) -> Result<DecodedAudio> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_packets(source, stream)
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown");
+        Err(invalid(
+            source,
+            format!(
+                "the decoder failed on malformed data ({what}): the file is corrupt; \
+                     convert it, e.g. `ffmpeg -i <file> out.wav`"
+            ),
+        ))
+    })
+}
+
+/// Decodes every packet of the default audio track to interleaved f32.
+fn decode_packets(
     source: &MediaSource,
     stream: Box<dyn symphonia::core::io::MediaSource>,
 ) -> Result<DecodedAudio> {
@@ -454,7 +504,7 @@ fn decode(
             ));
         }
     }
-    out.check_size_and_values()?;
+    out.check_limits()?;
     Ok(out)
 }
 

@@ -57,9 +57,13 @@ impl ReferenceImage {
 }
 
 /// Largest accepted side of an input image, in pixels: twice a 48-megapixel phone photo's long
-/// side. With the decoder's 512 MiB allocation cap it bounds what a crafted header can make the
-/// decoder allocate.
+/// side.
 pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
+/// The most the decoder may allocate for one image: a 48-megapixel photo in RGBA8 (193 MB)
+/// fits, and a crafted header of a few bytes cannot make it reserve more (image's own default
+/// is 512 MiB).
+pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
 
 /// A conditioning image decoded once (RGB8, EXIF orientation applied), from which the
 /// pre-processed [`ReferenceImage`] is cut at each stage's size.
@@ -147,20 +151,34 @@ fn decode_rgb(source: &MediaSource, reader: impl BufRead + Seek) -> Result<image
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_BYTES);
     reader.limits(limits);
     let bad = |e: image::ImageError| match e {
         image::ImageError::Unsupported(u) => Error::InvalidInput(format!(
             "reference image {source} is not supported: {u} ({supported})"
         )),
         image::ImageError::Limits(l) => Error::InvalidInput(format!(
-            "reference image {source} is too large to decode ({l}); the limit is \
-             {MAX_IMAGE_SIDE} pixels a side: scale it down"
+            "reference image {source} is too large to decode ({l}); the limits are \
+             {MAX_IMAGE_SIDE} pixels a side and {} MiB decoded: scale it down",
+            MAX_IMAGE_BYTES >> 20
         )),
         other => Error::InvalidInput(format!(
             "reference image {source} is corrupt or truncated: {other}"
         )),
     };
     let mut decoder = reader.into_decoder().map_err(bad)?;
+    // Checked here because not every decoder honours `max_alloc` (WebP reserves its buffers
+    // from the header's size alone).
+    if decoder.total_bytes() > MAX_IMAGE_BYTES {
+        let (w, h) = decoder.dimensions();
+        return Err(Error::InvalidInput(format!(
+            "reference image {source} is too large to decode: {w}x{h} {:?} needs {} MiB, the \
+             limit is {} MiB; scale it down",
+            decoder.color_type(),
+            decoder.total_bytes() >> 20,
+            MAX_IMAGE_BYTES >> 20
+        )));
+    }
     let orientation = decoder.orientation().map_err(bad)?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(bad)?;
     img.apply_orientation(orientation);
