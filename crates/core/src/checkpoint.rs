@@ -129,7 +129,7 @@ impl Checkpoint {
             if !f.is_file() {
                 return Err(Error::checkpoint(
                     f,
-                    "shard file is missing; download it again (cadence fetch)",
+                    "shard file is missing; download it again",
                 ));
             }
         }
@@ -293,10 +293,7 @@ fn resolve_files(path: &Path) -> Result<Vec<PathBuf>> {
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
-    Err(Error::checkpoint(
-        path,
-        "no such file or folder; download the weights with `cadence fetch`",
-    ))
+    Err(Error::checkpoint(path, "no such file or folder"))
 }
 
 /// Anything models can read named tensors from: a checkpoint on disk, or generated weights.
