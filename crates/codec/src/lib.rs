@@ -64,7 +64,7 @@
 //! The collecting `decode` helpers materialise the whole float video (125 frames: 3.1 GB f32);
 //! the pipeline uses `decode_streaming`.
 
-pub mod audio_glue;
+pub mod audio_path;
 pub mod conv;
 pub mod loader;
 pub mod oobleck;
@@ -74,7 +74,7 @@ pub mod turbo;
 pub mod video;
 pub mod wan;
 
-pub use audio_glue::{encode_reference_audio, latent_to_waveform_44100, ReferenceAudioConfig};
+pub use audio_path::{encode_reference_audio, latent_to_waveform_44100, ReferenceAudioConfig};
 pub use loader::StateDict;
 pub use oobleck::{Oobleck, OobleckConfig};
 pub use turbo::{TurboConfig, TurboVaed};

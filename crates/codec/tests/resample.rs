@@ -1,7 +1,7 @@
 //! The FFT resample on hand-made signals: identity at the same length, and up then down by an
 //! integer factor returns the band-limited input.
 
-use cadence_codec::audio_glue::resample_fft;
+use cadence_codec::audio_path::resample_fft;
 use cadence_core::compare::diff;
 use candle_core::{Device, Tensor};
 

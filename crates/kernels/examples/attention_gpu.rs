@@ -26,7 +26,7 @@ use cadence_core::compare::diff;
 use cadence_core::fixtures::{cases_of, Case};
 use cadence_kernels::attention::schedule::TileSchedule;
 use cadence_kernels::attention::{attention, attention_with, AttentionKernel, AttentionOptions};
-use cadence_kernels::choice::KernelChoice;
+use cadence_kernels::dispatch::KernelChoice;
 use cadence_kernels::AttentionMask;
 use cadence_model::packing::ranges::local_attention_mask;
 use cadence_model::packing::TokenLayout;

@@ -27,11 +27,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use cadence_core::fixtures::cases_of;
-use cadence_kernels::choice::KernelChoice;
 use cadence_kernels::conv3d::{
     conv3d_with, gemm::Geometry, normalize_input, Activation, Conv3dConfig, Conv3dKernel,
     Conv3dOptions, Dims3, Fused, InputNorm, NormKind,
 };
+use cadence_kernels::dispatch::KernelChoice;
 use candle_core::cuda_backend::cudarc::driver::sys::CUevent_flags;
 use candle_core::{DType, Device, Tensor};
 

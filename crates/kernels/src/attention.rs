@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 use candle_core::{DType, Result, Tensor, D};
 
 use crate::activation::sigmoid;
-use crate::choice::{self, EnvChoice, KernelChoice};
+use crate::dispatch::{self, EnvChoice, KernelChoice};
 
 /// Key ranges each query may attend to, as half-open `(query range, key range)` pairs over
 /// token indices.
@@ -106,7 +106,7 @@ impl KernelChoice for AttentionKernel {
     ];
     const DEFAULT_GPU: Self = Self::Wgmma;
 
-    fn from_policy(policy: &choice::KernelPolicy) -> Option<Self> {
+    fn from_policy(policy: &dispatch::KernelPolicy) -> Option<Self> {
         policy.attention
     }
 
@@ -130,7 +130,7 @@ impl FromStr for AttentionKernel {
     type Err = candle_core::Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        choice::parse(s)
+        dispatch::parse(s)
     }
 }
 
@@ -176,7 +176,7 @@ pub fn attention_with(
     mask: Option<&AttentionMask>,
 ) -> Result<Tensor> {
     static ENV_CHOICE: EnvChoice<AttentionKernel> = OnceLock::new();
-    let (kernel, strict) = choice::resolve(options.kernel, &ENV_CHOICE)?;
+    let (kernel, strict) = dispatch::resolve(options.kernel, &ENV_CHOICE)?;
     match kernel {
         AttentionKernel::Reference => reference_attention(q, k, v, gate, mask),
         _ => gpu_attention(kernel, strict, options.poison_output, q, k, v, gate, mask),

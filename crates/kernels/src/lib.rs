@@ -11,13 +11,13 @@
 
 pub mod activation;
 pub mod attention;
-pub mod choice;
 pub mod conv3d;
 #[cfg(feature = "cuda")]
 mod cuda_launch;
 #[cfg(feature = "cuda")]
 mod cuda_view;
 pub mod device_memory;
+pub mod dispatch;
 pub mod fp8;
 pub mod linear;
 pub mod norm;

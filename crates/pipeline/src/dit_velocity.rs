@@ -3,7 +3,7 @@
 use cadence_core::Result;
 use cadence_model::{DitModel, DitVariant, PackingConfig};
 
-use crate::model::{Velocity, VelocityInput, VelocityModel};
+use crate::velocity::{Velocity, VelocityInput, VelocityModel};
 
 /// A loaded DiT together with the token packing its variant uses (v2 coordinates for the base
 /// and distilled models, v1 for the super-resolution models).

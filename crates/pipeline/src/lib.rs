@@ -39,7 +39,6 @@ pub mod cfg;
 pub mod dit_velocity;
 pub mod engine;
 pub mod memory;
-pub mod model;
 pub mod models;
 pub mod noise;
 #[cfg(feature = "fixtures")]
@@ -49,10 +48,10 @@ pub mod sampler;
 pub mod scheduler;
 pub mod shapes;
 pub mod sr;
+pub mod velocity;
 
 pub use cadence_media::{DecodedAudio, DecodedImage, MediaSource};
 pub use dit_velocity::DitVelocity;
-pub use model::{Stage, StepInfo, TextContext, Velocity, VelocityInput, VelocityModel};
 pub use models::{BaseModel, Mode, ModelDirs, Resolution, VideoDecoder};
 pub use noise::{NoiseSource, ReplayNoise, SeededNoise};
 pub use request::{
@@ -64,3 +63,4 @@ pub use sampler::{
     SamplingInputs, SamplingObserver,
 };
 pub use shapes::{LatentShapes, LatentSize};
+pub use velocity::{Stage, StepInfo, TextContext, Velocity, VelocityInput, VelocityModel};

@@ -1,10 +1,11 @@
-//! Gemma's RMSNorm: `y = x / sqrt(mean(x^2) + eps) * (1 + w)`, computed in f32.
+//! Gemma's RMSNorm: `y = x / sqrt(mean(x^2) + eps) * (1 + w)`, computed in f32 by the
+//! kernels' `rms_norm` (the op every norm of the DiT runs too).
 //!
 //! Two details differ from the usual RMSNorm and both change every output: the stored weight is
 //! an offset (the scale is `1 + w`, so a zero weight is the identity), and the whole computation
 //! including the scale runs in f32 before a single cast back to the model dtype.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 use cadence_core::{Result, WeightSource};
 
@@ -29,10 +30,7 @@ impl RmsNorm {
 
     /// Normalises `x` (any leading shape) and returns it in `x`'s dtype.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x32 = x.to_dtype(DType::F32)?;
-        let mean_sq = x32.sqr()?.mean_keepdim(D::Minus1)?;
-        let inv_rms = (mean_sq + self.eps)?.sqrt()?.recip()?;
-        let y = x32.broadcast_mul(&inv_rms)?.broadcast_mul(&self.scale)?;
+        let y = cadence_kernels::norm::rms_norm(x, &self.scale, self.eps)?;
         Ok(y.to_dtype(x.dtype())?)
     }
 }

@@ -9,7 +9,7 @@ use cadence_core::fixtures::Case;
 use cadence_core::{CancelToken, Error, Result};
 
 use super::checker::{suffix, Checker};
-use crate::audio_glue::resample_51200_to_44100;
+use crate::audio_path::resample_51200_to_44100;
 use crate::oobleck::{MeanOnly, ReplayNoise};
 use crate::{
     encode_reference_audio, latent_to_waveform_44100, Oobleck, OobleckConfig, ReferenceAudioConfig,

@@ -46,7 +46,7 @@ use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Result, Tensor};
 
-use crate::choice::{self, EnvChoice, KernelChoice};
+use crate::dispatch::{self, EnvChoice, KernelChoice};
 
 /// Upper bound on the input bytes one group of output frames reads, to bound temporaries.
 pub const FRAME_GROUP_BYTES: usize = 256 << 20;
@@ -132,7 +132,7 @@ impl KernelChoice for Conv3dKernel {
     const ALL: &'static [Self] = &[Self::Reference, Self::Mma];
     const DEFAULT_GPU: Self = Self::Mma;
 
-    fn from_policy(policy: &choice::KernelPolicy) -> Option<Self> {
+    fn from_policy(policy: &dispatch::KernelPolicy) -> Option<Self> {
         policy.conv3d
     }
 
@@ -154,7 +154,7 @@ impl FromStr for Conv3dKernel {
     type Err = candle_core::Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        choice::parse(s)
+        dispatch::parse(s)
     }
 }
 
@@ -251,7 +251,7 @@ pub fn conv3d_with(
         n.validate(x)?;
     }
     static ENV_CHOICE: EnvChoice<Conv3dKernel> = OnceLock::new();
-    let (kernel, strict) = choice::resolve(options.kernel, &ENV_CHOICE)?;
+    let (kernel, strict) = dispatch::resolve(options.kernel, &ENV_CHOICE)?;
     match kernel {
         Conv3dKernel::Reference => reference_fused(x, weight, bias, cfg, fused),
         Conv3dKernel::Mma => gpu_conv3d(

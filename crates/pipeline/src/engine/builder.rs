@@ -10,12 +10,12 @@ use candle_core::{DType, Device};
 
 use cadence_codec::{Oobleck, OobleckConfig, TurboConfig, TurboVaed, WanConfig, WanVae};
 use cadence_core::{Error, Result, TensorSpec};
-use cadence_kernels::choice::KernelPolicy;
 use cadence_kernels::device_memory::device_memory;
+use cadence_kernels::dispatch::KernelPolicy;
 use cadence_model::DitConfig;
 use cadence_text::{NegativePromptCache, TextEncoderConfig, CONTEXT_ROWS};
 
-use super::generated::Blueprint;
+use super::blueprint::Blueprint;
 use super::load::Folders;
 use super::placement::Slot;
 use super::prompt_cache::PromptCache;

@@ -12,7 +12,7 @@ use cadence_core::Result;
 use cadence_model::{DitConfig, DitVariant};
 use cadence_text::{LayerKind, TextEncoderConfig};
 
-use super::generated::{
+use super::blueprint::{
     byte_tokenizer_json, oobleck_config, Blueprint, DecoderPlan, Draw, BYTE_OFFSET,
 };
 use crate::models::Mode;

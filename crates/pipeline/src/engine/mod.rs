@@ -26,10 +26,9 @@
 //! a streamed one brings its layers a few at a time. Muxing is the sink's business
 //! ([`Mp4Sink`] writes an MP4).
 
+mod blueprint;
 mod builder;
 mod demo;
-mod flops;
-mod generated;
 mod inputs;
 mod load;
 mod placement;
@@ -37,6 +36,7 @@ mod progress;
 mod prompt_cache;
 mod random;
 mod sink;
+mod work;
 
 use std::sync::Mutex;
 
@@ -45,7 +45,7 @@ use candle_core::{DType, Device, Tensor};
 use cadence_codec::oobleck::BottleneckNoise;
 use cadence_codec::{encode_reference_audio, latent_to_waveform_44100, ReferenceAudioConfig};
 use cadence_core::{Error, Result};
-use cadence_kernels::choice::KernelPolicy;
+use cadence_kernels::dispatch::KernelPolicy;
 use cadence_media::DecodedImage;
 use cadence_text::{
     negative_prompt_key, EncodedPrompt, NegativePromptCache, PromptEncoder, NEGATIVE_PROMPT,
@@ -55,7 +55,6 @@ use crate::dit_velocity::DitVelocity;
 use crate::memory::{
     arrange, part, Arrangement, MemoryBudget, MemoryJob, MemoryModels, MemoryPlan, MemoryStage,
 };
-use crate::model::{Stage, TextContext};
 use crate::models::Mode;
 use crate::noise::{NoiseSource, SeededNoise};
 use crate::request::{GenerationRequest, Limits, ValidatedRequest};
@@ -64,23 +63,24 @@ use crate::sampler::{
     SamplerConfig, SamplingInputs, SamplingObserver, StepRecord,
 };
 use crate::shapes::{LatentSize, FPS};
+use crate::velocity::{Stage, TextContext};
 
 pub use builder::{EngineBuilder, WeightsSource};
-pub use flops::DitWork;
 pub use inputs::PreparedRequest;
 pub use placement::StageResidency;
 pub use progress::{CancelToken, DenoiseStats, GenerationReport, Progress, StageKind, TextStats};
 pub use sink::{Clip, ClipInfo, ClipSink, Mp4Sink};
+pub use work::DitWork;
 
 use builder::{CodecModels, VideoDecoderModel};
-use flops::{text_encoder_flops, Counted};
 use inputs::UserAudioInput;
 use placement::{lock, missing, Ledger, Slot};
 use progress::StageTimer;
 use prompt_cache::PromptCache;
+use work::{text_encoder_flops, Counted};
 
 /// Sample rate of the clip's audio track.
-pub const OUTPUT_SAMPLE_RATE: u32 = cadence_codec::audio_glue::OUTPUT_SAMPLE_RATE;
+pub const OUTPUT_SAMPLE_RATE: u32 = cadence_codec::audio_path::OUTPUT_SAMPLE_RATE;
 /// Channels of the clip's audio track.
 pub const OUTPUT_CHANNELS: u16 = 2;
 

@@ -8,9 +8,9 @@ use candle_core::Device;
 pub use cadence_core::CancelToken;
 use cadence_core::Result;
 
-use super::flops::DitWork;
 use super::placement::StageResidency;
 use super::sink::ClipInfo;
+use super::work::DitWork;
 use crate::memory::MemoryPlan;
 
 /// The stages of a generation, in the order they run.

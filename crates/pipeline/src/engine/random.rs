@@ -11,7 +11,7 @@ use cadence_codec::{TurboConfig, WanConfig};
 use cadence_core::Result;
 use cadence_text::TextEncoderConfig;
 
-use super::generated::{byte_tokenizer_json, oobleck_config, Blueprint, DecoderPlan, Draw};
+use super::blueprint::{byte_tokenizer_json, oobleck_config, Blueprint, DecoderPlan, Draw};
 use crate::models::{Mode, VideoDecoder};
 
 /// Base channels of Stable Audio Open 1.0's Oobleck.

@@ -22,11 +22,11 @@ use candle_core::{DType, Device, Tensor};
 
 use cadence_core::{Error, Result};
 
-use crate::model::{Stage, TextContext, VelocityModel};
 use crate::noise::NoiseSource;
 use crate::scheduler::{FlowSchedule, ZeroSnrTable};
 use crate::shapes::{LatentShapes, AUDIO_CHANNELS};
 use crate::sr::{noisy_audio_condition, renoise_video, resize_trilinear};
+use crate::velocity::{Stage, TextContext, VelocityModel};
 use stage::{AudioTreatment, Guidance, Solver, StageRun};
 
 /// Encoded first-frame image (TI2V), once per resolution the generation runs at.

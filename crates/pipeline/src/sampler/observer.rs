@@ -5,7 +5,7 @@ use candle_core::Tensor;
 
 use cadence_core::Result;
 
-use crate::model::{Stage, StepInfo};
+use crate::velocity::{Stage, StepInfo};
 
 /// Everything one sampling step saw and produced.
 #[derive(Debug, Clone, Copy)]

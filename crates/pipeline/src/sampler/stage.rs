@@ -13,9 +13,9 @@ use cadence_core::{Error, Result};
 
 use super::observer::{SamplingObserver, StepRecord};
 use crate::cfg::{check_pair, guide, guide_per_frame, BaseGuidance, SrGuidance};
-use crate::model::{Stage, StepInfo, TextContext, Velocity, VelocityInput, VelocityModel};
 use crate::noise::NoiseSource;
 use crate::scheduler::{DistilledScheduler, FlowSchedule, FlowUniPc};
+use crate::velocity::{Stage, StepInfo, TextContext, Velocity, VelocityInput, VelocityModel};
 
 /// How velocities become the next latents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

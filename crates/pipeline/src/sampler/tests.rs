@@ -6,9 +6,9 @@ use candle_core::{DType, Device, Tensor};
 
 use super::*;
 use crate::cfg::SrGuidance;
-use crate::model::{Velocity, VelocityInput};
 use crate::noise::SeededNoise;
 use crate::shapes::LatentSize;
+use crate::velocity::{Velocity, VelocityInput};
 
 /// `v = 0.5 x + mean(text)` for both streams; counts calls.
 struct Linear {

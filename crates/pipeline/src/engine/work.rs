@@ -12,7 +12,7 @@ use cadence_model::packing::TokenLayout;
 use cadence_text::{LayerKind, TextEncoderConfig};
 
 use crate::dit_velocity::DitVelocity;
-use crate::model::{Velocity, VelocityInput, VelocityModel};
+use crate::velocity::{Velocity, VelocityInput, VelocityModel};
 
 use super::placement::{lock, Slot};
 
