@@ -7,6 +7,7 @@ mod videos;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -14,6 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{watch, Notify};
@@ -25,6 +27,13 @@ use crate::store::{Store, StoreError, VideoRow};
 
 /// How long clients should wait between polls of a running job (`openai-poll-after-ms`).
 const POLL_AFTER_MS: &str = "500";
+
+/// The largest declared body that is read and thrown away before a 413 goes out, and how
+/// long that may take. Answering without reading closes the connection under a client that is
+/// still writing, which then sees a broken pipe instead of the answer (nginx's "lingering
+/// close" exists for the same reason). Past either bound the connection is just closed.
+const DRAIN_MAX_BYTES: u64 = 64 << 20;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Limits of the API.
 #[derive(Debug, Clone)]
@@ -86,7 +95,47 @@ pub fn router(state: Shared) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_oversize,
+        ))
         .with_state(state)
+}
+
+/// 413 for a body whose declared length is over the limit, before any handler (or the key
+/// check) runs, after reading and discarding it within the drain bounds. Bodies without a
+/// length are cut off by the extractors' limit instead.
+async fn refuse_oversize(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let limit = s.limits.max_upload_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(declared) = declared.filter(|&n| n > limit as u64) else {
+        return next.run(req).await;
+    };
+    if declared <= DRAIN_MAX_BYTES {
+        discard(req).await;
+    }
+    ApiError::too_large(limit).into_response()
+}
+
+/// Reads and throws away a request's body within the drain bounds, so that an answer given
+/// without it reaches the client.
+async fn discard(req: Request) {
+    let mut body = req.into_body().into_data_stream();
+    let drain = async {
+        let mut read = 0u64;
+        while let Some(Ok(chunk)) = body.next().await {
+            read += chunk.len() as u64;
+            if read > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    };
+    // A client too slow to finish in time gets the connection closed, as it would anyway.
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
 }
 
 /// 401 unless the request carries one of the keys (when keys are configured).
@@ -96,6 +145,7 @@ async fn require_key(State(s): State<Shared>, req: Request, next: Next) -> Respo
     if ok {
         return next.run(req).await;
     }
+    discard(req).await;
     let mut response = ApiError::new(
         StatusCode::UNAUTHORIZED,
         "invalid_api_key",

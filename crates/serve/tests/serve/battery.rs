@@ -50,6 +50,14 @@ fn bad_requests_get_the_right_status_and_the_server_keeps_serving() {
         401,
         "invalid_api_key",
     );
+    // The refusal reaches a client that sends a body, which the server reads and discards.
+    let body = format!(r#"{{"prompt": "{}"}}"#, "a".repeat(150_000));
+    check(
+        "wrong key with a body",
+        &post_json(&videos, Some("sk-wrong"), &body),
+        401,
+        "invalid_api_key",
+    );
     let r = get(&videos, None);
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     let by_cookie = get_with(&videos, None, ("Cookie", &format!("cadence_api_key={KEY}")));
@@ -137,6 +145,15 @@ fn bad_requests_get_the_right_status_and_the_server_keeps_serving() {
             k,
             &format!(r#"{{"prompt": "{}"}}"#, "a".repeat(300_000)),
         ),
+        413,
+        "request_too_large",
+    );
+    // Far over the limit: the server reads and discards the body before it answers, so a
+    // client that writes all of it still gets the 413 rather than a broken pipe.
+    let far = vec![b' '; 20 << 20];
+    check(
+        "body far over the limit",
+        &post(&videos, k, "application/json", &far),
         413,
         "request_too_large",
     );
