@@ -1,5 +1,5 @@
 //! Shared foundations of Cadence: the error type, memory-mapped checkpoint loading with key
-//! verification, error metrics, and (feature `fixtures`) discovery of the golden parity fixtures.
+//! verification, error metrics, the recording of intermediate tensors, and (feature `fixtures`) discovery of the golden parity fixtures.
 
 #![warn(missing_docs)]
 
@@ -12,6 +12,7 @@ pub mod fixtures;
 pub mod random;
 pub mod sizes;
 pub mod tensors;
+pub mod trace;
 
 pub use cancel::CancelToken;
 pub use checkpoint::{Checkpoint, TensorSpec, WeightSource};

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use cadence_core::{Checkpoint, Error, RandomWeights, Result, TensorTree, WeightSource};
+use cadence_core::{trace, Checkpoint, Error, RandomWeights, Result, TensorTree, WeightSource};
 use cadence_kernels::transfer::LayerStack;
 
 use crate::config::DitConfig;
@@ -13,7 +13,6 @@ use crate::layer::{LayerContext, TransformerLayer};
 use crate::packing::{self, Modality, ModalitySpans, Packed, PackingConfig};
 use crate::precision::{LoadOptions, WeightFormat};
 use crate::rope::{default_bands, rope_table};
-use crate::trace::{record, Trace};
 use crate::variant::DitVariant;
 use crate::weights::{accepted_tensors, expected_tensors, EMBEDDERS, HEADS, ROPE_BANDS};
 
@@ -312,24 +311,26 @@ impl DitModel {
         rope_table(&packed.coords, &self.bands, &self.device)
     }
 
-    /// Runs the full forward pass on a packed sequence.
-    pub fn forward(&self, packed: &Packed, mut trace: Option<&mut Trace>) -> Result<DitOutput> {
+    /// Runs the full forward pass on a packed sequence. Inside a [`cadence_core::trace`]
+    /// capture it records `adapter_out`, `rope`, each layer's `attn_out_{i}`, `mlp_out_{i}` and
+    /// `layer_{i}`, the per-head details of the wanted layers (`l{i}.q_normed`, `l{i}.k_normed`,
+    /// `l{i}.q_rope`, `l{i}.k_rope`, `l{i}.attn_q`, `l{i}.attn_k`, `l{i}.attn_v`,
+    /// `l{i}.attn_core`), and `model_out`: the fixtures' names without their `mid.` prefix.
+    pub fn forward(&self, packed: &Packed) -> Result<DitOutput> {
         let spans = packed.layout.spans();
         let mut x = self.embed(packed)?;
         let rope = self.rope(packed)?;
-        record(&mut trace, || "adapter_out".into(), &x);
-        record(&mut trace, || "rope".into(), &rope);
+        trace::record(|| "adapter_out".into(), &x);
+        trace::record(|| "rope".into(), &rope);
         let ctx = LayerContext {
             spans: &spans,
             rope: &rope,
             local_mask: packed.local_mask.as_ref(),
         };
-        x = self.layers.run(x, |x, _, layer| {
-            layer.forward(&x, &ctx, trace.as_deref_mut())
-        })?;
+        x = self.layers.run(x, |x, _, layer| layer.forward(&x, &ctx))?;
         let out = self.head(&x, packed)?;
-        if let Some(trace) = trace {
-            trace.record("model_out", &self.padded_output(&out, packed)?);
+        if trace::active() {
+            trace::record(|| "model_out".into(), &self.padded_output(&out, packed)?);
         }
         Ok(out)
     }
@@ -355,7 +356,7 @@ impl DitModel {
             self.config.packed_width(),
             packing,
         )?;
-        let out = self.forward(&packed, None)?;
+        let out = self.forward(&packed)?;
         packing::unpack(&out.video_rows, &out.audio_rows, &packed.layout)
     }
 

@@ -23,7 +23,7 @@ use candle_core::{DType, Device, Tensor};
 
 use cadence_core::compare::diff;
 use cadence_core::fixtures::Case;
-use cadence_core::{Checkpoint, Error, Result};
+use cadence_core::{trace, Checkpoint, Error, Result};
 use cadence_kernels::fp8::accuracy::{propagate, ResidualBranch, BRANCH_REL_L2};
 use cadence_kernels::fp8::Scaling;
 
@@ -31,7 +31,7 @@ use crate::layer::LayerContext;
 use crate::packing;
 use crate::parity::ForwardCase;
 use crate::precision::{LoadOptions, WeightFormat};
-use crate::{DitModel, Trace};
+use crate::DitModel;
 
 /// One measured distance and its bound.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,12 +152,11 @@ pub fn fp8_dit_forward(case: &Case, device: &Device, activations: Scaling) -> Re
     for (i, layer) in model.resident_layers()?.iter().enumerate() {
         let name = format!("mid.layer_{i}");
         let tol = rel_tol(&name, true)?;
-        let mut trace = Trace::new([]);
         let x = get(&previous(i))?.to_device(device)?;
-        layer.forward(&x, &ctx, Some(&mut trace))?;
+        let (out, trace) = trace::capture([], || layer.forward(&x, &ctx));
+        out?;
         let recorded = |n: String| {
             trace
-                .tensors
                 .get(&n)
                 .cloned()
                 .ok_or_else(|| Error::InvalidInput(format!("layer {i} recorded no {n}")))
@@ -187,13 +186,12 @@ pub fn fp8_dit_forward(case: &Case, device: &Device, activations: Scaling) -> Re
 
     // Free running: the whole forward from the inputs.
     let errors = propagate(&branches);
-    let mut trace = Trace::new([]);
-    let out = model.forward(&fc.packed, Some(&mut trace))?;
+    let (out, trace) = trace::capture([], || model.forward(&fc.packed));
+    let out = out?;
     for i in 0..layers {
         let name = format!("mid.layer_{i}");
         let want = get(&name)?;
         let got = trace
-            .tensors
             .get(&format!("layer_{i}"))
             .ok_or_else(|| Error::InvalidInput(format!("the forward recorded no layer_{i}")))?;
         let bound = errors[2 * i + 1] / norm(want)? + rel_tol(&name, false)?;

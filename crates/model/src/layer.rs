@@ -19,7 +19,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use cadence_core::{Result, WeightSource};
+use cadence_core::{trace, Result, WeightSource};
 use cadence_kernels::activation::{gelu7, swiglu7};
 use cadence_kernels::attention::gate_heads;
 use cadence_kernels::rope::apply_rope;
@@ -29,7 +29,6 @@ use crate::config::{Activation, DitConfig, LayerSpec};
 use crate::experts::{ExpertLinear, ExpertNorm};
 use crate::packing::ModalitySpans;
 use crate::precision::LoadOptions;
-use crate::trace::{record, Trace};
 use crate::weights::layer_key;
 
 /// Tokens per piece of the per-token work of a layer (module docs): large enough that the
@@ -134,18 +133,13 @@ impl TransformerLayer {
     }
 
     /// `x + Attn(x)`, then `+ MLP(·)`. `x` is the f32 residual stream `(L, hidden)`.
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        ctx: &LayerContext,
-        mut trace: Option<&mut Trace>,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, ctx: &LayerContext) -> Result<Tensor> {
         let i = self.index;
-        let mut attn_out = self.attention(x, ctx, &mut trace)?;
+        let mut attn_out = self.attention(x, ctx)?;
         if let Some((norm, _)) = &self.post_norms {
             attn_out = norm.forward(&attn_out, ctx.spans)?.to_dtype(self.compute)?;
         }
-        record(&mut trace, || format!("attn_out_{i}"), &attn_out);
+        trace::record(|| format!("attn_out_{i}"), &attn_out);
         let x = (x + attn_out.to_dtype(DType::F32)?)?;
         drop(attn_out);
 
@@ -153,30 +147,25 @@ impl TransformerLayer {
         if let Some((_, norm)) = &self.post_norms {
             mlp_out = norm.forward(&mlp_out, ctx.spans)?.to_dtype(self.compute)?;
         }
-        record(&mut trace, || format!("mlp_out_{i}"), &mlp_out);
+        trace::record(|| format!("mlp_out_{i}"), &mlp_out);
         let x = (x + mlp_out.to_dtype(DType::F32)?)?;
         drop(mlp_out);
-        record(&mut trace, || format!("layer_{i}"), &x);
+        trace::record(|| format!("layer_{i}"), &x);
         Ok(x)
     }
 
     /// The attention branch (SPEC §7 a–h); returns `linear_proj`'s output in the compute dtype.
-    fn attention(
-        &self,
-        x: &Tensor,
-        ctx: &LayerContext,
-        trace: &mut Option<&mut Trace>,
-    ) -> Result<Tensor> {
+    fn attention(&self, x: &Tensor, ctx: &LayerContext) -> Result<Tensor> {
         let (len, _) = x.dims2()?;
         let (hq, d) = (self.heads_q, self.head_dim);
-        let detail = trace.as_ref().is_some_and(|t| t.wants_detail(self.index));
+        let detail = trace::wants_detail(self.index);
         // Details are recorded whole, so a traced layer runs as one piece.
         let chunk = if detail { len.max(1) } else { self.token_chunk };
         let mut parts: [Vec<Tensor>; 4] = Default::default();
         for (start, n) in pieces(len, chunk) {
             let spans = ctx.spans.slice(start..start + n);
             let rope = ctx.rope.narrow(0, start, n)?;
-            let qkvg = self.project_qkv(&x.narrow(0, start, n)?, &spans, &rope, trace, detail)?;
+            let qkvg = self.project_qkv(&x.narrow(0, start, n)?, &spans, &rope, detail)?;
             for (part, t) in parts.iter_mut().zip(qkvg) {
                 part.push(t);
             }
@@ -193,11 +182,11 @@ impl TransformerLayer {
         let i = self.index;
         let gated = if detail {
             // Unfused, so the pre-gate output can be recorded; the same math as the fused op.
-            record(trace, || format!("l{i}.attn_q"), &q);
-            record(trace, || format!("l{i}.attn_k"), &k);
-            record(trace, || format!("l{i}.attn_v"), &v);
+            trace::record(|| format!("l{i}.attn_q"), &q);
+            trace::record(|| format!("l{i}.attn_k"), &k);
+            trace::record(|| format!("l{i}.attn_v"), &v);
             let core = attention(&q, &k, &v, None, mask)?;
-            record(trace, || format!("l{i}.attn_core"), &core);
+            trace::record(|| format!("l{i}.attn_core"), &core);
             match &gate {
                 Some(g) => gate_heads(&core, g)?,
                 None => core,
@@ -220,7 +209,6 @@ impl TransformerLayer {
         x: &Tensor,
         spans: &ModalitySpans,
         rope: &Tensor,
-        trace: &mut Option<&mut Trace>,
         detail: bool,
     ) -> Result<[Tensor; 4]> {
         let (len, _) = x.dims2()?;
@@ -240,17 +228,17 @@ impl TransformerLayer {
         };
         let i = self.index;
         // q and k: norm, then rope, each block freeing its f32 temporaries on exit.
-        let mut rotated = |name: &str, offset: usize, heads: usize, norm: &ExpertNorm| {
+        let rotated = |name: &str, offset: usize, heads: usize, norm: &ExpertNorm| {
             let normed = norm.forward(
                 &qkv.narrow(1, offset, heads * d)?.reshape((len, heads, d))?,
                 spans,
             )?;
             if detail {
-                record(trace, || format!("l{i}.{name}_normed"), &normed);
+                trace::record(|| format!("l{i}.{name}_normed"), &normed);
             }
             let roped = apply_rope(&normed, rope)?;
             if detail {
-                record(trace, || format!("l{i}.{name}_rope"), &roped);
+                trace::record(|| format!("l{i}.{name}_rope"), &roped);
             }
             Ok::<_, cadence_core::Error>(roped.to_dtype(self.compute)?)
         };
@@ -355,9 +343,9 @@ mod tests {
             let options = LoadOptions::dense(DType::F32);
             let mut layer =
                 TransformerLayer::load(&weights, &config, i, &options, &Device::Cpu).unwrap();
-            let whole = layer.forward(&x, &ctx, None).unwrap();
+            let whole = layer.forward(&x, &ctx).unwrap();
             layer.token_chunk = 5;
-            let pieces = layer.forward(&x, &ctx, None).unwrap();
+            let pieces = layer.forward(&x, &ctx).unwrap();
             let diff = cadence_core::compare::diff(&whole, &pieces)
                 .unwrap()
                 .max_abs;

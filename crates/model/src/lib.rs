@@ -31,7 +31,6 @@ pub mod packing;
 pub mod parity;
 pub mod precision;
 pub mod rope;
-pub mod trace;
 pub mod variant;
 pub mod weights;
 
@@ -39,5 +38,4 @@ pub use config::DitConfig;
 pub use dit::{DitModel, DitOutput};
 pub use packing::{pack, unpack, Packed, PackingConfig};
 pub use precision::{LoadOptions, WeightFormat};
-pub use trace::Trace;
 pub use variant::DitVariant;

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
 use cadence_core::fixtures::{expect_exact, tensor, Case, Tolerance};
-use cadence_core::{Checkpoint, Error, Result};
+use cadence_core::{trace, Checkpoint, Error, Result};
 use cadence_kernels::activation::{gelu7, swiglu7};
 use cadence_kernels::AttentionMask;
 
@@ -20,7 +20,7 @@ use crate::experts::ExpertNorm;
 use crate::layer::LayerContext;
 use crate::packing::{self, coords, ModalitySpans, Packed, PackingConfig, TokenLayout};
 use crate::rope::{default_bands, rope_table};
-use crate::{DitModel, Trace};
+use crate::DitModel;
 
 /// The fixture kinds this crate checks.
 pub const KINDS: &[&str] = &["dit_forward", "rope", "activations"];
@@ -308,12 +308,12 @@ fn check_dit_forward(case: &Case, device: &Device) -> Result<()> {
         compute,
         device,
     )?;
-    let mut trace = Trace::new(detail);
-    let out = model.forward(&packed, Some(&mut trace))?;
+    let (out, recorded) = trace::capture(detail, || model.forward(&packed));
+    let out = out?;
     let (video, audio) = packing::unpack(&out.video_rows, &out.audio_rows, &packed.layout)?;
     produced.insert("out.video".into(), video);
     produced.insert("out.audio".into(), audio);
-    for (name, t) in trace.tensors {
+    for (name, t) in recorded {
         produced.insert(format!("mid.{name}"), t);
     }
     compare_all(case, &io, &produced, &exact, |n| {
@@ -338,7 +338,7 @@ fn check_dit_forward(case: &Case, device: &Device) -> Result<()> {
         let (Some(x), Some(want)) = (io.get(&prev), io.get(&want_name)) else {
             continue;
         };
-        let got = layer.forward(&x.to_device(device)?, &ctx, None)?;
+        let got = layer.forward(&x.to_device(device)?, &ctx)?;
         resolve(recommended, &want_name, Mode::TeacherForced)?
             .check(&format!("{want_name} (teacher forced)"), &got, want)
             .map_err(|e| Error::InvalidInput(format!("{}: {e}", case.name)))?;

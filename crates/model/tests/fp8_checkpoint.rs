@@ -65,7 +65,7 @@ fn run(model: &DitModel) -> Vec<f32> {
         &PackingConfig::base(),
     )
     .unwrap();
-    let out = model.forward(&packed, None).unwrap();
+    let out = model.forward(&packed).unwrap();
     let mut v = out
         .video_rows
         .flatten_all()

@@ -6,7 +6,7 @@
 //! `cargo test --release -p cadence-model --test fp8_real_size -- --ignored --nocapture`.
 
 use cadence_core::compare::diff;
-use cadence_core::{RandomWeights, TensorSpec};
+use cadence_core::{trace, RandomWeights, TensorSpec};
 use cadence_kernels::fp8::accuracy::{
     gemm_error_bound, gemm_rel_l2_bound, propagate, ResidualBranch, BRANCH_REL_L2,
 };
@@ -16,7 +16,7 @@ use cadence_model::layer::{LayerContext, TransformerLayer};
 use cadence_model::packing::{coords, PackingConfig, TokenLayout};
 use cadence_model::rope::{default_bands, rope_table};
 use cadence_model::weights::expected_tensors;
-use cadence_model::{DitConfig, LoadOptions, Trace};
+use cadence_model::{DitConfig, LoadOptions};
 use candle_core::{DType, Device, Tensor};
 
 const TOKENS_LAYOUT: TokenLayout = TokenLayout {
@@ -138,11 +138,10 @@ fn real_size_layers_fp8_against_bf16() {
     // Layer 0: sandwich (3 experts) with gelu7; layer 4: single expert with swiglu7.
     for index in [0, 4] {
         let run = |options: LoadOptions| {
-            let mut trace = Trace::new([]);
-            layer(&config, index, &options)
-                .forward(&x, &ctx, Some(&mut trace))
-                .unwrap();
-            trace.tensors
+            let layer = layer(&config, index, &options);
+            let (out, trace) = trace::capture([], || layer.forward(&x, &ctx));
+            out.unwrap();
+            trace
         };
         let f32 = run(LoadOptions::dense(DType::F32));
         let bf16 = run(LoadOptions::dense(DType::BF16));

@@ -11,11 +11,10 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, Module};
 
-use cadence_core::{Result, WeightSource};
+use cadence_core::{trace, Result, WeightSource};
 
 use crate::config::TextEncoderConfig;
 use crate::rope::RotaryTables;
-use crate::trace::Trace;
 
 /// Whether attention logits are soft-capped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -95,7 +94,6 @@ impl SelfAttention {
         rope: &RotaryTables,
         mask: &Tensor,
         mode: AttentionMode,
-        trace: &mut Trace,
         layer: usize,
     ) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
@@ -103,9 +101,9 @@ impl SelfAttention {
         let q = self.q_proj.forward(x)?;
         let k = self.k_proj.forward(x)?;
         let v = self.v_proj.forward(x)?;
-        trace.record(Some(layer), "q_proj", &q);
-        trace.record(Some(layer), "k_proj", &k);
-        trace.record(Some(layer), "v_proj", &v);
+        trace::record(|| format!("layer{layer}.q_proj"), &q);
+        trace::record(|| format!("layer{layer}.k_proj"), &k);
+        trace::record(|| format!("layer{layer}.v_proj"), &v);
 
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
             Ok(t.reshape((b, l, n, self.head_dim))?
@@ -136,9 +134,9 @@ impl SelfAttention {
             .reshape((b, self.num_heads, l, self.head_dim))?
             .transpose(1, 2)?
             .reshape((b, l, self.num_heads * self.head_dim))?;
-        trace.record(Some(layer), "attn_context", &context);
+        trace::record(|| format!("layer{layer}.attn_context"), &context);
         let out = self.o_proj.forward(&context)?;
-        trace.record(Some(layer), "attn_out", &out);
+        trace::record(|| format!("layer{layer}.attn_out"), &out);
         Ok(out)
     }
 }

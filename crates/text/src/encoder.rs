@@ -7,7 +7,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use cadence_core::{Checkpoint, Error, Result, TensorTree, WeightSource};
+use cadence_core::{trace, Checkpoint, Error, Result, TensorTree, WeightSource};
 use cadence_kernels::transfer::LayerStack;
 
 use crate::attention::AttentionMode;
@@ -18,7 +18,6 @@ use crate::layer::EncoderLayer;
 use crate::mask::AttentionMasks;
 use crate::norm::RmsNorm;
 use crate::rope::RotaryTables;
-use crate::trace::Trace;
 
 /// The loaded encoder. Drop it to free its weights (about 18.5 GB in bf16, see the crate docs).
 #[derive(Debug)]
@@ -242,18 +241,13 @@ impl TextEncoder {
 
     /// Encodes `batch`, returning `last_hidden_state` `[B, L, H]` in the model dtype on the
     /// encoder's device. Rows at padded positions are not meaningful.
+    ///
+    /// Inside a [`cadence_core::trace`] capture it records `embed_scaled`, `rope_cos`,
+    /// `rope_sin` and, for each layer `i`, `layer{i}.attn_mask`, `layer{i}.attn_norm`,
+    /// `layer{i}.q_proj`, `layer{i}.k_proj`, `layer{i}.v_proj`, `layer{i}.attn_context`,
+    /// `layer{i}.attn_out`, `layer{i}.attn_post_norm`, `layer{i}.ffn_norm`, `layer{i}.mlp_out`,
+    /// `layer{i}.ffn_post_norm` and `layer{i}.out`.
     pub fn forward(&self, batch: &TokenBatch) -> Result<Tensor> {
-        self.run(batch, &mut Trace::disabled())
-    }
-
-    /// [`Self::forward`], also returning every intermediate (see [`Trace`]).
-    pub fn forward_traced(&self, batch: &TokenBatch) -> Result<(Tensor, Trace)> {
-        let mut trace = Trace::enabled();
-        let out = self.run(batch, &mut trace)?;
-        Ok((out, trace))
-    }
-
-    fn run(&self, batch: &TokenBatch, trace: &mut Trace) -> Result<Tensor> {
         batch.validate(self.cfg.vocab_size)?;
         let (b, l) = (batch.batch_size(), batch.len());
         let flat: Vec<u32> = batch.ids.iter().flatten().copied().collect();
@@ -264,7 +258,7 @@ impl TextEncoder {
             .to_device(&self.device)?
             .reshape((b, l, self.cfg.hidden_size))?;
         let h = h.affine(self.embed_scale, 0.0)?;
-        trace.record(None, "embed_scaled", &h);
+        trace::record(|| "embed_scaled".into(), &h);
 
         let rope = RotaryTables::new(
             self.cfg.head_dim,
@@ -273,13 +267,13 @@ impl TextEncoder {
             self.dtype,
             &self.device,
         )?;
-        trace.record(None, "rope_cos", &rope.cos);
-        trace.record(None, "rope_sin", &rope.sin);
+        trace::record(|| "rope_cos".into(), &rope.cos);
+        trace::record(|| "rope_sin".into(), &rope.sin);
         let masks = AttentionMasks::new(&batch.valid, self.cfg.sliding_window, &self.device)?;
         let h = self.layers.run(h, |h, i, layer| {
             let mask = masks.for_layer(layer.kind());
-            trace.record(Some(i), "attn_mask", mask);
-            layer.forward(&h, &rope, mask, self.mode, trace, i)
+            trace::record(|| format!("layer{i}.attn_mask"), mask);
+            layer.forward(&h, &rope, mask, self.mode, i)
         })?;
         self.final_norm.forward(&h)
     }

@@ -8,14 +8,13 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use cadence_core::{Result, WeightSource};
+use cadence_core::{trace, Result, WeightSource};
 
 use crate::attention::{AttentionMode, SelfAttention};
 use crate::config::{LayerKind, TextEncoderConfig};
 use crate::mlp::GatedMlp;
 use crate::norm::RmsNorm;
 use crate::rope::RotaryTables;
-use crate::trace::Trace;
 
 /// One encoder layer.
 #[derive(Debug, Clone)]
@@ -74,24 +73,23 @@ impl EncoderLayer {
         rope: &RotaryTables,
         mask: &Tensor,
         mode: AttentionMode,
-        trace: &mut Trace,
         layer: usize,
     ) -> Result<Tensor> {
         let a = self.pre_attn_norm.forward(h)?;
-        trace.record(Some(layer), "attn_norm", &a);
-        let a = self.attention.forward(&a, rope, mask, mode, trace, layer)?;
+        trace::record(|| format!("layer{layer}.attn_norm"), &a);
+        let a = self.attention.forward(&a, rope, mask, mode, layer)?;
         let a = self.post_attn_norm.forward(&a)?;
-        trace.record(Some(layer), "attn_post_norm", &a);
+        trace::record(|| format!("layer{layer}.attn_post_norm"), &a);
         let h = (h + a)?;
 
         let m = self.pre_ffn_norm.forward(&h)?;
-        trace.record(Some(layer), "ffn_norm", &m);
+        trace::record(|| format!("layer{layer}.ffn_norm"), &m);
         let m = self.mlp.forward(&m)?;
-        trace.record(Some(layer), "mlp_out", &m);
+        trace::record(|| format!("layer{layer}.mlp_out"), &m);
         let m = self.post_ffn_norm.forward(&m)?;
-        trace.record(Some(layer), "ffn_post_norm", &m);
+        trace::record(|| format!("layer{layer}.ffn_post_norm"), &m);
         let h = (h + m)?;
-        trace.record(Some(layer), "out", &h);
+        trace::record(|| format!("layer{layer}.out"), &h);
         Ok(h)
     }
 }

@@ -69,7 +69,6 @@ pub mod parity;
 mod prompt;
 mod rope;
 mod tokenizer;
-mod trace;
 
 pub use attention::AttentionMode;
 pub use batch::TokenBatch;
@@ -82,4 +81,3 @@ pub use prompt::{
     CONTEXT_ROWS,
 };
 pub use tokenizer::{Tokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE};
-pub use trace::Trace;

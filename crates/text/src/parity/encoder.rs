@@ -5,7 +5,8 @@
 //! any `s` with an `in.<s>.input_ids` (none = `in.input_ids`) and the variants are the case's
 //! documented alternative computations (`eager_softcap`: soft-capped attention; `bf16`: bf16
 //! compute). `out` leaves are the encoder output and the prompt path's `context_padded` /
-//! `original_len`; `mid` leaves are the encoder's [`Trace`] names. Every `out.*`/`mid.*` tensor
+//! `original_len`; `mid` leaves are the names the encoder records (see
+//! [`TextEncoder::forward`]). Every `out.*`/`mid.*` tensor
 //! is checked; an unknown one fails the case.
 //!
 //! The encoder runs on the device in the dtype the case and each tensor name ask for
@@ -17,6 +18,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use cadence_core::fixtures::{tensor, Case};
+use cadence_core::trace::{self, Recorded};
 use cadence_core::{Checkpoint, Error, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
@@ -24,7 +26,7 @@ use serde_json::Value;
 use super::rules::{check, Rule, Tolerances};
 use crate::{
     AttentionMode, EncodedPrompt, PromptEncoder, TextEncoder, TextEncoderConfig, TokenBatch,
-    Tokenizer, Trace, ENCODER_PREFIX,
+    Tokenizer, ENCODER_PREFIX,
 };
 
 /// One computation of a case: which inputs, which attention, which dtype.
@@ -157,7 +159,7 @@ impl Fixture {
 /// checkpoint layout, with the encoder on `device`.
 pub(super) fn check_case(case: &Case, device: &Device) -> Result<()> {
     let fx = Fixture::open(case, device)?;
-    let mut runs: HashMap<Run, (Tensor, Trace)> = HashMap::new();
+    let mut runs: HashMap<Run, (Tensor, Recorded)> = HashMap::new();
     let mut names: Vec<&String> = fx.io.keys().collect();
     names.sort();
     let mut checked = 0;
@@ -168,10 +170,9 @@ pub(super) fn check_case(case: &Case, device: &Device) -> Result<()> {
         let t = parse_name(name, &fx.io, fx.default_dtype())?;
         if !runs.contains_key(&t.run) {
             let enc = fx.encoder(t.run.mode, t.run.dtype)?;
-            runs.insert(
-                t.run.clone(),
-                enc.forward_traced(&fx.batch(&t.run.scenario)?)?,
-            );
+            let batch = fx.batch(&t.run.scenario)?;
+            let (hidden, recorded) = trace::capture([], || enc.forward(&batch));
+            runs.insert(t.run.clone(), (hidden?, recorded));
         }
         let (hidden, trace) = &runs[&t.run];
         let valid = fx.batch(&t.run.scenario)?.valid;
