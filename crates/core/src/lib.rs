@@ -1,5 +1,6 @@
 //! Shared foundations of Cadence: the error type, memory-mapped checkpoint loading with key
-//! verification, error metrics, the recording of intermediate tensors, and (feature `fixtures`) discovery of the golden parity fixtures.
+//! verification, error metrics, the recording of intermediate tensors, and (feature
+//! `fixtures`) discovery of the golden parity fixtures.
 
 #![warn(missing_docs)]
 

@@ -153,10 +153,10 @@ pub fn fp8_dit_forward(case: &Case, device: &Device, activations: Scaling) -> Re
         let name = format!("mid.layer_{i}");
         let tol = rel_tol(&name, true)?;
         let x = get(&previous(i))?.to_device(device)?;
-        let (out, trace) = trace::capture([], || layer.forward(&x, &ctx));
+        let (out, tensors) = trace::capture([], || layer.forward(&x, &ctx));
         out?;
         let recorded = |n: String| {
-            trace
+            tensors
                 .get(&n)
                 .cloned()
                 .ok_or_else(|| Error::InvalidInput(format!("layer {i} recorded no {n}")))
@@ -186,12 +186,12 @@ pub fn fp8_dit_forward(case: &Case, device: &Device, activations: Scaling) -> Re
 
     // Free running: the whole forward from the inputs.
     let errors = propagate(&branches);
-    let (out, trace) = trace::capture([], || model.forward(&fc.packed));
+    let (out, tensors) = trace::capture([], || model.forward(&fc.packed));
     let out = out?;
     for i in 0..layers {
         let name = format!("mid.layer_{i}");
         let want = get(&name)?;
-        let got = trace
+        let got = tensors
             .get(&format!("layer_{i}"))
             .ok_or_else(|| Error::InvalidInput(format!("the forward recorded no layer_{i}")))?;
         let bound = errors[2 * i + 1] / norm(want)? + rel_tol(&name, false)?;

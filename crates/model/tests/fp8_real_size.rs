@@ -139,9 +139,9 @@ fn real_size_layers_fp8_against_bf16() {
     for index in [0, 4] {
         let run = |options: LoadOptions| {
             let layer = layer(&config, index, &options);
-            let (out, trace) = trace::capture([], || layer.forward(&x, &ctx));
+            let (out, tensors) = trace::capture([], || layer.forward(&x, &ctx));
             out.unwrap();
-            trace
+            tensors
         };
         let f32 = run(LoadOptions::dense(DType::F32));
         let bf16 = run(LoadOptions::dense(DType::BF16));

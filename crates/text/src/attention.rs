@@ -40,6 +40,8 @@ pub struct SelfAttention {
     head_dim: usize,
     scale: f64,
     softcap: Option<f64>,
+    /// The layer's index, naming what it records.
+    index: usize,
 }
 
 impl cadence_core::TensorTree for SelfAttention {
@@ -62,10 +64,11 @@ impl cadence_core::TensorTree for SelfAttention {
 }
 
 impl SelfAttention {
-    /// Loads `{prefix}{q,k,v,o}_proj.weight`.
+    /// Loads layer `index`'s `{prefix}{q,k,v,o}_proj.weight`.
     pub fn load(
         ckpt: &dyn WeightSource,
         prefix: &str,
+        index: usize,
         cfg: &TextEncoderConfig,
         dtype: DType,
         device: &Device,
@@ -84,6 +87,7 @@ impl SelfAttention {
             head_dim: cfg.head_dim,
             scale: cfg.attn_scale(),
             softcap: cfg.attn_logit_softcapping,
+            index,
         })
     }
 
@@ -94,8 +98,8 @@ impl SelfAttention {
         rope: &RotaryTables,
         mask: &Tensor,
         mode: AttentionMode,
-        layer: usize,
     ) -> Result<Tensor> {
+        let layer = self.index;
         let (b, l, _) = x.dims3()?;
         let dtype = x.dtype();
         let q = self.q_proj.forward(x)?;

@@ -273,7 +273,7 @@ impl TextEncoder {
         let h = self.layers.run(h, |h, i, layer| {
             let mask = masks.for_layer(layer.kind());
             trace::record(|| format!("layer{i}.attn_mask"), mask);
-            layer.forward(&h, &rope, mask, self.mode, i)
+            layer.forward(&h, &rope, mask, self.mode)
         })?;
         self.final_norm.forward(&h)
     }

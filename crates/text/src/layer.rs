@@ -20,6 +20,8 @@ use crate::rope::RotaryTables;
 #[derive(Debug, Clone)]
 pub struct EncoderLayer {
     kind: LayerKind,
+    /// The layer's index, naming what it records.
+    index: usize,
     pre_attn_norm: RmsNorm,
     attention: SelfAttention,
     post_attn_norm: RmsNorm,
@@ -52,8 +54,16 @@ impl EncoderLayer {
         };
         Ok(Self {
             kind: cfg.layer_kinds[index],
+            index,
             pre_attn_norm: norm("pre_self_attn_layernorm")?,
-            attention: SelfAttention::load(ckpt, &format!("{p}self_attn."), cfg, dtype, device)?,
+            attention: SelfAttention::load(
+                ckpt,
+                &format!("{p}self_attn."),
+                index,
+                cfg,
+                dtype,
+                device,
+            )?,
             post_attn_norm: norm("post_self_attn_layernorm")?,
             pre_ffn_norm: norm("pre_feedforward_layernorm")?,
             mlp: GatedMlp::load(ckpt, &format!("{p}mlp."), dtype, device)?,
@@ -73,11 +83,11 @@ impl EncoderLayer {
         rope: &RotaryTables,
         mask: &Tensor,
         mode: AttentionMode,
-        layer: usize,
     ) -> Result<Tensor> {
+        let layer = self.index;
         let a = self.pre_attn_norm.forward(h)?;
         trace::record(|| format!("layer{layer}.attn_norm"), &a);
-        let a = self.attention.forward(&a, rope, mask, mode, layer)?;
+        let a = self.attention.forward(&a, rope, mask, mode)?;
         let a = self.post_attn_norm.forward(&a)?;
         trace::record(|| format!("layer{layer}.attn_post_norm"), &a);
         let h = (h + a)?;

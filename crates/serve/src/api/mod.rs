@@ -28,10 +28,11 @@ use crate::store::{Store, StoreError, VideoRow};
 /// How long clients should wait between polls of a running job (`openai-poll-after-ms`).
 const POLL_AFTER_MS: &str = "500";
 
-/// The largest declared body that is read and thrown away before a 413 goes out, and how
-/// long that may take. Answering without reading closes the connection under a client that is
-/// still writing, which then sees a broken pipe instead of the answer (nginx's "lingering
-/// close" exists for the same reason). Past either bound the connection is just closed.
+/// The most of a refused request's body that is read and thrown away before the refusal (413,
+/// 401) goes out, and how long that may take. Answering without reading closes the connection
+/// under a client that is still writing, which then sees a broken pipe instead of the answer
+/// (nginx's "lingering close" exists for the same reason). Past either bound the connection is
+/// just closed.
 const DRAIN_MAX_BYTES: u64 = 64 << 20;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -107,23 +108,27 @@ pub fn router(state: Shared) -> Router {
 /// length are cut off by the extractors' limit instead.
 async fn refuse_oversize(State(s): State<Shared>, req: Request, next: Next) -> Response {
     let limit = s.limits.max_upload_bytes;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let Some(declared) = declared.filter(|&n| n > limit as u64) else {
+    if declared_length(&req).is_none_or(|n| n <= limit as u64) {
         return next.run(req).await;
-    };
-    if declared <= DRAIN_MAX_BYTES {
-        discard(req).await;
     }
+    discard(req).await;
     ApiError::too_large(limit).into_response()
 }
 
+/// The body length a request declares (`Content-Length`), when it declares one.
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Reads and throws away a request's body within the drain bounds, so that an answer given
-/// without it reaches the client.
+/// without it reaches the client. A body declared longer than the bound is not read at all.
 async fn discard(req: Request) {
+    if declared_length(&req).is_some_and(|n| n > DRAIN_MAX_BYTES) {
+        return;
+    }
     let mut body = req.into_body().into_data_stream();
     let drain = async {
         let mut read = 0u64;
