@@ -8,7 +8,7 @@
 #                                    what scripts/gpu/conv3d.sh needs in target/gpu-carry-conv3d
 #                                    (carry one of them to the device machine; each stays well
 #                                    under the tool's 64 MiB); ~8 min cold
-#   scripts/cuda/build.sh gpu-all    build the CUDA `cadence` binary and the attention
+#   scripts/cuda/build.sh gpu-all    build the CUDA `cadence` binary (with selftest) and the attention
 #                                    self-test, and gather in target/gpu-all what
 #                                    scripts/gpu/run-all.sh needs (both binaries stripped and
 #                                    gzipped, every fixture case in one .tar.xz); refuses if it
@@ -29,7 +29,8 @@ case "$mode" in
   check)
     PATH="$here/fake-nvcc:$PATH" CARGO_TARGET_DIR="$root/target/cuda-check" \
       cargo check --workspace --all-targets \
-      --features cadence-kernels/cuda,cadence-cli/cuda,cadence-bench/cuda "${patch[@]}" "$@"
+      --features cadence-kernels/cuda,cadence-cli/cuda,cadence-cli/selftest,cadence-bench/cuda \
+      --features cadence-parity/cuda "${patch[@]}" "$@"
     ;;
   release)
     eval "$("$here/toolkit.sh")"
@@ -38,7 +39,7 @@ case "$mode" in
   gpu-carry)
     eval "$("$here/toolkit.sh")"
     target=${CADENCE_CUDA_TARGET:-$root/target/cuda}
-    CARGO_TARGET_DIR="$target" cargo build --release -p cadence-kernels --features cuda \
+    CARGO_TARGET_DIR="$target" cargo build --release -p cadence-parity --features cuda \
       --example attention_gpu --example conv3d_gpu "${patch[@]}" "$@"
     fixtures=${CADENCE_FIXTURES:-$root/../shared/fixtures}
     # gather DIR BINARY KIND...: the stripped, compressed binary (the device tool carries at
@@ -66,8 +67,9 @@ case "$mode" in
   gpu-all)
     eval "$("$here/toolkit.sh")"
     target=${CADENCE_CUDA_TARGET:-$root/target/cuda}
-    CARGO_TARGET_DIR="$target" cargo build --release -p cadence-cli --features cuda "${patch[@]}" "$@"
-    CARGO_TARGET_DIR="$target" cargo build --release -p cadence-kernels --features cuda \
+    CARGO_TARGET_DIR="$target" cargo build --release -p cadence-cli --features cuda,selftest \
+      "${patch[@]}" "$@"
+    CARGO_TARGET_DIR="$target" cargo build --release -p cadence-parity --features cuda \
       --example attention_gpu "${patch[@]}" "$@"
     carry="$root/target/gpu-all"
     rm -rf "$carry" && mkdir -p "$carry"

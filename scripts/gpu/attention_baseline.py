@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The side-by-side baseline for the project's attention kernels, on the GPU machine's torch.
 
-Same problems and FLOP counting as `attention_gpu bench` (crates/kernels/examples): 40 query
+Same problems and FLOP counting as `attention_gpu bench` (crates/parity/examples): 40 query
 heads over 8 KV heads, head_dim 128, bf16; full attention at 4k/15k/65k tokens, and the 1080p
 super-resolution frame-window pattern (26 frames x 2040 tokens, 126 audio + 100 text tokens,
 window f = 11) with only unmasked work counted (4 * 128 * 40 FLOP per allowed (query, key)).

@@ -61,7 +61,9 @@ pub enum Command {
     /// Report which weight files are present, missing or damaged.
     #[command(after_help = CHECK_HELP)]
     Check(CheckArgs),
-    /// Check this build on this device against the golden parity fixtures.
+    /// Check this build on this device against the golden parity fixtures (built with the
+    /// `selftest` feature).
+    #[cfg(feature = "selftest")]
     #[command(after_help = SELFTEST_HELP)]
     Selftest(SelftestArgs),
     /// Time clips stage by stage: seconds, GPU memory, achieved TFLOP/s.
@@ -117,6 +119,7 @@ Examples:
 Each file is reported present, missing or corrupt; DiT and text-encoder checkpoints are also
 opened and every tensor name and shape compared with what the model expects.";
 
+#[cfg(feature = "selftest")]
 const SELFTEST_HELP: &str = "\
 Examples:
   cadence selftest                                   # every fixture case, on the CPU here
@@ -125,7 +128,7 @@ Examples:
   CADENCE_FIXTURES=/data/fixtures cadence selftest
 
 Every case under the fixture folder ($CADENCE_FIXTURES, else ../shared/fixtures beside the source
-tree) is recomputed by the crate that owns its kind and compared at the tolerances its case.json
+tree) is recomputed by the checker that owns its kind and compared at the tolerances its case.json
 states; one line per case (`ok <case> (<kind>) <seconds>s` or `FAIL <case> (<kind>): <reason>`),
 then `N passed, M failed, K skipped`. The exit code is 1 when any case fails or has a kind no
 checker knows.
@@ -419,6 +422,7 @@ fn parse_gemm(text: &str) -> Result<(usize, usize, usize), String> {
 }
 
 /// `cadence selftest`.
+#[cfg(feature = "selftest")]
 #[derive(Debug, Args)]
 pub struct SelftestArgs {
     /// Where to run the checks.

@@ -13,6 +13,7 @@ mod logging;
 mod plan;
 mod progress;
 mod select;
+#[cfg(feature = "selftest")]
 mod selftest;
 mod summary;
 
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => generate::run(a, &out),
         Command::Fetch(a) => fetch::run(a, &out),
         Command::Check(a) => check::run(a),
+        #[cfg(feature = "selftest")]
         Command::Selftest(a) => selftest::run(a),
         Command::Bench(a) => bench::run(a, &out),
         Command::Plan(a) => plan::run(a),

@@ -1,92 +1,26 @@
 //! `cadence selftest`: does this build, on this device, still reproduce the reference?
 //!
-//! Every golden fixture case ([`cadence_core::fixtures::all_cases`]: `$CADENCE_FIXTURES`, else
+//! Every golden fixture case ([`cadence_parity::fixtures::all_cases`]: `$CADENCE_FIXTURES`, else
 //! `../shared/fixtures` beside the source tree) goes to the parity checker of the crate that
 //! owns its `kind`, on the chosen device. The checkers are the same code the crates' CPU tests
 //! run, so a GPU build is held to the same fixtures and tolerances.
 //!
 //! Precision per case: `dit_forward` cases compute in the dtype their `case.json` names; the
 //! video codecs run their f32 check and then their production bf16 check
-//! ([`cadence_codec::parity::check_case_bf16`]); everything else is f32. On CUDA, f32 matrix
+//! ([`cadence_parity::codecs::check_case_bf16`]); everything else is f32. On CUDA, f32 matrix
 //! products stay full f32 (TF32 is switched off here explicitly), so the f32 tolerances apply
 //! unchanged.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use cadence_core::fixtures::{self, Case};
+use cadence_parity::fixtures::{self, Case};
+use cadence_parity::{checker_for, known_kinds, CheckFn, Checker};
 use candle_core::Device;
 
 use crate::args::SelftestArgs;
 use crate::device;
 use crate::errors::{CliError, ExitKind};
-
-/// A parity check of one case on one device.
-type CheckFn = fn(&Case, &Device) -> cadence_core::Result<()>;
-
-/// One crate's parity checker.
-struct Checker {
-    /// The crate, for messages.
-    crate_name: &'static str,
-    /// The fixture kinds it owns.
-    kinds: &'static [&'static str],
-    /// Its check, in the precision the case states (f32 unless the case says otherwise).
-    check: CheckFn,
-    /// A second check in the production precision, for the kinds listed with it.
-    production: Option<(&'static [&'static str], CheckFn)>,
-}
-
-/// Every crate that owns fixture kinds.
-const CHECKERS: [Checker; 5] = [
-    Checker {
-        crate_name: "cadence-model",
-        kinds: cadence_model::parity::KINDS,
-        check: cadence_model::parity::check_case,
-        production: None,
-    },
-    Checker {
-        crate_name: "cadence-text",
-        kinds: cadence_text::parity::KINDS,
-        check: cadence_text::parity::check_case,
-        production: None,
-    },
-    Checker {
-        crate_name: "cadence-codec",
-        kinds: cadence_codec::parity::KINDS,
-        check: cadence_codec::parity::check_case,
-        production: Some((
-            cadence_codec::parity::BF16_KINDS,
-            cadence_codec::parity::check_case_bf16,
-        )),
-    },
-    Checker {
-        crate_name: "cadence-media",
-        kinds: cadence_media::parity::KINDS,
-        check: cadence_media::parity::check_case,
-        production: None,
-    },
-    Checker {
-        crate_name: "cadence-pipeline",
-        kinds: cadence_pipeline::parity::KINDS,
-        check: cadence_pipeline::parity::check_case,
-        production: None,
-    },
-];
-
-/// The checker owning `kind`.
-fn checker_for(kind: &str) -> Option<&'static Checker> {
-    CHECKERS.iter().find(|c| c.kinds.contains(&kind))
-}
-
-/// Every kind some checker owns, sorted, for messages.
-fn known_kinds() -> Vec<&'static str> {
-    let mut kinds: Vec<&str> = CHECKERS
-        .iter()
-        .flat_map(|c| c.kinds.iter().copied())
-        .collect();
-    kinds.sort_unstable();
-    kinds
-}
 
 /// What happened to one case.
 enum Outcome {
@@ -214,7 +148,7 @@ fn guarded(checker: &Checker, check: CheckFn, case: &Case, device: &Device) -> R
                 .unwrap_or("no message");
             Err(format!(
                 "{} panicked: {}",
-                checker.crate_name,
+                checker.component,
                 one_line(message)
             ))
         }
@@ -233,19 +167,6 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_kind_has_exactly_one_checker() {
-        let kinds = known_kinds();
-        let mut unique = kinds.clone();
-        unique.dedup();
-        assert_eq!(kinds, unique, "a kind is claimed by two crates");
-        for c in &CHECKERS {
-            if let Some((production, _)) = c.production {
-                assert!(production.iter().all(|k| c.kinds.contains(k)));
-            }
-        }
-    }
 
     #[test]
     fn reasons_fit_on_one_line() {

@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use cadence_codec::{oobleck, turbo, wan, Oobleck, TurboVaed, WanConfig, WanVae};
-use cadence_core::fixtures::{cases_of, check_all, root, Case};
 use cadence_core::{Error, Result};
 use cadence_model::{DitModel, DitVariant};
+use cadence_parity::fixtures::{cases_of, check_all, root, Case};
 use cadence_weights::Manifest;
 use candle_core::{DType, Device};
 use serde_json::Value;

@@ -5,7 +5,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use cadence_core::fixtures::{all_cases, Case};
+use cadence_parity::fixtures::{all_cases, Case};
 use safetensors::{Dtype, SafeTensors};
 use support::{cadence, run, Run};
 

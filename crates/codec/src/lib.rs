@@ -68,8 +68,6 @@ pub mod audio_path;
 pub mod conv;
 pub mod loader;
 pub mod oobleck;
-#[cfg(feature = "fixtures")]
-pub mod parity;
 pub mod turbo;
 pub mod video;
 pub mod wan;

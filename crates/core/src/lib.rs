@@ -1,6 +1,5 @@
 //! Shared foundations of Cadence: the error type, memory-mapped checkpoint loading with key
-//! verification, error metrics, the recording of intermediate tensors, and (feature
-//! `fixtures`) discovery of the golden parity fixtures.
+//! verification, error metrics and the recording of intermediate tensors.
 
 #![warn(missing_docs)]
 
@@ -8,8 +7,6 @@ pub mod cancel;
 pub mod checkpoint;
 pub mod compare;
 pub mod error;
-#[cfg(feature = "fixtures")]
-pub mod fixtures;
 pub mod random;
 pub mod sizes;
 pub mod tensors;

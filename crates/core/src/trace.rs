@@ -5,17 +5,22 @@
 //! installed by `capture`, so forwards take no trace parameter and, with none installed, a
 //! record point costs one thread-local check. Recording keeps references to tensors the
 //! forward computes anyway.
+//!
+//! A capture can also force named tensors ([`capture_forcing`]): at a [`forced`] point the
+//! forward continues from the given tensor instead of its own, so a parity check can feed every
+//! layer the reference's input (teacher forcing) in one ordinary forward pass.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
-use candle_core::Tensor;
+use candle_core::{Result, Tensor};
 
 /// What [`capture`] collected, by name.
 pub type Recorded = BTreeMap<String, Tensor>;
 
 struct Recorder {
     detail_layers: BTreeSet<usize>,
+    forced: Recorded,
     tensors: Recorded,
 }
 
@@ -31,6 +36,16 @@ pub fn capture<T>(
     detail_layers: impl IntoIterator<Item = usize>,
     f: impl FnOnce() -> T,
 ) -> (T, Recorded) {
+    capture_forcing(detail_layers, Recorded::new(), f)
+}
+
+/// [`capture`], with the tensors of `forced` replacing the forward's own at the [`forced`]
+/// points of the same names.
+pub fn capture_forcing<T>(
+    detail_layers: impl IntoIterator<Item = usize>,
+    forced: Recorded,
+    f: impl FnOnce() -> T,
+) -> (T, Recorded) {
     /// Puts back the outer recorder when the capture ends, however it ends.
     struct Restore(Option<Recorder>);
     impl Drop for Restore {
@@ -41,6 +56,7 @@ pub fn capture<T>(
     }
     let recorder = Recorder {
         detail_layers: detail_layers.into_iter().collect(),
+        forced,
         tensors: Recorded::new(),
     };
     let restore = Restore(ACTIVE.with(|a| a.borrow_mut().replace(recorder)));
@@ -72,6 +88,22 @@ pub fn record(name: impl FnOnce() -> String, t: &Tensor) {
             r.tensors.insert(name(), t.clone());
         }
     });
+}
+
+/// The tensor the forward continues from at the point `name` builds: the running capture's
+/// forced tensor of that name, in `t`'s dtype and on its device, else `t` itself. `name` is only
+/// called inside a capture.
+pub fn forced(name: impl FnOnce() -> String, t: &Tensor) -> Result<Tensor> {
+    let replacement = ACTIVE.with(|a| {
+        a.borrow()
+            .as_ref()
+            .filter(|r| !r.forced.is_empty())
+            .and_then(|r| r.forced.get(&name()).cloned())
+    });
+    match replacement {
+        Some(r) => r.to_device(t.device())?.to_dtype(t.dtype()),
+        None => Ok(t.clone()),
+    }
 }
 
 #[cfg(test)]
@@ -112,6 +144,24 @@ mod tests {
             outer.keys().collect::<Vec<_>>(),
             ["outer.after", "outer.before"]
         );
+    }
+
+    #[test]
+    fn a_forced_point_continues_from_the_given_tensor_only_inside_its_capture() {
+        let x = scalar(1.0);
+        let run = || {
+            forced(|| "in".into(), &x)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert_eq!(run(), 1.0);
+        let forced_in = Recorded::from([("in".to_string(), scalar(5.0))]);
+        let (inside, _) = capture_forcing([], forced_in, run);
+        assert_eq!(inside, 5.0);
+        let (unnamed, _) = capture([], || forced(|| "other".into(), &x).unwrap());
+        assert_eq!(unnamed.to_scalar::<f32>().unwrap(), 1.0);
+        assert_eq!(run(), 1.0);
     }
 
     #[test]

@@ -139,9 +139,6 @@ impl FromStr for AttentionKernel {
 pub struct AttentionOptions {
     /// The implementation; `None` chooses per call (see [`attention`]).
     pub kernel: Option<AttentionKernel>,
-    /// Fill a GPU kernel's output with NaN before the launch, so an element the kernel fails
-    /// to write shows up as NaN (self-tests). The reference ignores it.
-    pub poison_output: bool,
 }
 
 /// Attention output `(L, Hq, D)` in the dtype of `q`.
@@ -179,7 +176,10 @@ pub fn attention_with(
     let (kernel, strict) = dispatch::resolve(options.kernel, &ENV_CHOICE)?;
     match kernel {
         AttentionKernel::Reference => reference_attention(q, k, v, gate, mask),
-        _ => gpu_attention(kernel, strict, options.poison_output, q, k, v, gate, mask),
+        _ => {
+            let poison = dispatch::poisoned_outputs();
+            gpu_attention(kernel, strict, poison, q, k, v, gate, mask)
+        }
     }
 }
 
@@ -434,9 +434,10 @@ mod tests {
         let auto = attention(&q, &q, &q, None, None).unwrap();
         let options = AttentionOptions {
             kernel: Some(AttentionKernel::Reference),
-            poison_output: true,
         };
-        let reference = attention_with(&options, &q, &q, &q, None, None).unwrap();
+        let reference = dispatch::with_poisoned_outputs(|| {
+            attention_with(&options, &q, &q, &q, None, None).unwrap()
+        });
         let diff = cadence_core::compare::diff(&auto, &reference).unwrap();
         assert_eq!(diff.max_abs, 0.0);
         for kernel in [
@@ -446,7 +447,6 @@ mod tests {
         ] {
             let options = AttentionOptions {
                 kernel: Some(kernel),
-                poison_output: false,
             };
             let err = attention_with(&options, &q, &q, &q, None, None).unwrap_err();
             assert!(err.to_string().contains(kernel.name()), "{err}");

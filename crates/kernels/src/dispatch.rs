@@ -42,6 +42,26 @@ pub struct KernelPolicy {
 
 thread_local! {
     static POLICY: Cell<KernelPolicy> = const { Cell::new(KernelPolicy { attention: None, conv3d: None }) };
+    static POISON: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the output of every GPU kernel launched on this thread filled with NaN before
+/// the launch, so an element a kernel fails to write shows up as NaN (the GPU self-tests); the
+/// references are unaffected. Restores the previous setting afterwards, also on panic.
+pub fn with_poisoned_outputs<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            POISON.with(|p| p.set(self.0));
+        }
+    }
+    let _restore = Restore(POISON.with(|p| p.replace(true)));
+    f()
+}
+
+/// Whether [`with_poisoned_outputs`] is in force on this thread.
+pub(crate) fn poisoned_outputs() -> bool {
+    POISON.with(Cell::get)
 }
 
 impl KernelPolicy {

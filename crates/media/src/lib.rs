@@ -34,8 +34,6 @@
 pub mod atomic_file;
 pub mod input;
 pub mod mp4;
-#[cfg(feature = "fixtures")]
-pub mod parity;
 pub mod png;
 pub mod wav;
 

@@ -221,11 +221,6 @@ impl DitModel {
         &self.device
     }
 
-    /// The transformer layers, wherever they are.
-    pub fn layers(&self) -> &LayerStack<TransformerLayer> {
-        &self.layers
-    }
-
     /// The resident transformer layers (for running one layer on its own); an error when the
     /// layers are streamed.
     pub fn resident_layers(&self) -> Result<&[TransformerLayer]> {
@@ -247,8 +242,14 @@ impl DitModel {
         Ok(model)
     }
 
+    /// The most bytes of streamed layers on the device at once since the last call (0 when the
+    /// layers are resident).
+    pub fn take_streamed_peak(&self) -> u64 {
+        self.layers.take_peak_streamed()
+    }
+
     /// Bytes of weights held on the model's device while it is idle (with streamed layers, only
-    /// the embedders and heads; see [`LayerStack::take_peak_streamed`] for the layers in flight).
+    /// the embedders and heads; [`Self::take_streamed_peak`] measures the layers in flight).
     pub fn device_bytes(&self) -> u64 {
         self.non_layer_bytes() + self.layers.resident_bytes()
     }
@@ -315,7 +316,8 @@ impl DitModel {
     /// capture it records `adapter_out`, `rope`, each layer's `attn_out_{i}`, `mlp_out_{i}` and
     /// `layer_{i}`, the per-head details of the wanted layers (`l{i}.q_normed`, `l{i}.k_normed`,
     /// `l{i}.q_rope`, `l{i}.k_rope`, `l{i}.attn_q`, `l{i}.attn_k`, `l{i}.attn_v`,
-    /// `l{i}.attn_core`), and `model_out`: the fixtures' names without their `mid.` prefix.
+    /// `l{i}.attn_core`), and `model_out`: the fixtures' names without their `mid.` prefix. Layer
+    /// `i` continues from the capture's forced `layer_{i}_in` when it has one.
     pub fn forward(&self, packed: &Packed) -> Result<DitOutput> {
         let spans = packed.layout.spans();
         let mut x = self.embed(packed)?;

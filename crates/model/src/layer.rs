@@ -135,6 +135,8 @@ impl TransformerLayer {
     /// `x + Attn(x)`, then `+ MLP(·)`. `x` is the f32 residual stream `(L, hidden)`.
     pub fn forward(&self, x: &Tensor, ctx: &LayerContext) -> Result<Tensor> {
         let i = self.index;
+        // A parity capture may feed the layer the reference's input instead (teacher forcing).
+        let x = &trace::forced(|| format!("layer_{i}_in"), x)?;
         let mut attn_out = self.attention(x, ctx)?;
         if let Some((norm, _)) = &self.post_norms {
             attn_out = norm.forward(&attn_out, ctx.spans)?.to_dtype(self.compute)?;

@@ -22,13 +22,9 @@ pub mod dit;
 pub mod experts;
 pub mod flops;
 pub mod footprint;
-#[cfg(feature = "fixtures")]
-pub mod fp8_accuracy;
 pub mod fp8_checkpoint;
 pub mod layer;
 pub mod packing;
-#[cfg(feature = "fixtures")]
-pub mod parity;
 pub mod precision;
 pub mod rope;
 pub mod variant;

@@ -41,8 +41,6 @@ pub mod engine;
 pub mod memory;
 pub mod models;
 pub mod noise;
-#[cfg(feature = "fixtures")]
-pub mod parity;
 pub mod request;
 pub mod sampler;
 pub mod scheduler;

@@ -206,8 +206,14 @@ impl TextEncoder {
         })
     }
 
+    /// The most bytes of streamed layers on the device at once since the last call (0 when the
+    /// layers are resident).
+    pub fn take_streamed_peak(&self) -> u64 {
+        self.layers.take_peak_streamed()
+    }
+
     /// Bytes of weights held on the encoder's device while idle (with streamed layers: the
-    /// final norm only; the layers in flight are counted by the stack).
+    /// final norm only; [`Self::take_streamed_peak`] measures the layers in flight).
     pub fn device_bytes(&self) -> u64 {
         let (embedding_here, _) = self.embedding_bytes();
         embedding_here + self.final_norm.tensor_bytes() + self.layers.resident_bytes()
@@ -227,11 +233,6 @@ impl TextEncoder {
         } else {
             (0, bytes)
         }
-    }
-
-    /// The layers, wherever they are.
-    pub fn layers(&self) -> &LayerStack<EncoderLayer> {
-        &self.layers
     }
 
     /// Identity of the weights this encoder was loaded from (keys the negative-prompt cache).

@@ -64,8 +64,6 @@ mod mask;
 mod mlp;
 mod negative;
 mod norm;
-#[cfg(feature = "fixtures")]
-pub mod parity;
 mod prompt;
 mod rope;
 mod tokenizer;

@@ -254,7 +254,7 @@ fn the_first_source_holding_a_component_wins() {
 /// truncated copy of each file must be caught.
 #[test]
 fn real_container_formats_pass_and_their_truncations_do_not() {
-    let samples = cadence_core::fixtures::root().join("codecs/loader_samples");
+    let samples = cadence_parity::fixtures::root().join("codecs/loader_samples");
     let manifest = Manifest::embedded().unwrap();
     let root = WeightsRoot::new(vec![Source::Dir(samples.clone())]);
     let present: Vec<&str> = manifest

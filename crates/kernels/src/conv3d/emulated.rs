@@ -312,7 +312,6 @@ impl Problem {
         let want = conv3d_with(
             &Conv3dOptions {
                 kernel: Some(Conv3dKernel::Reference),
-                poison_output: false,
             },
             &x,
             &f(&self.weight),

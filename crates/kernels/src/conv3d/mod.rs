@@ -163,9 +163,6 @@ impl FromStr for Conv3dKernel {
 pub struct Conv3dOptions {
     /// The implementation; `None` chooses per call (see [`conv3d`]).
     pub kernel: Option<Conv3dKernel>,
-    /// Fill a GPU kernel's output with NaN before the launch, so an element the kernel fails
-    /// to write shows up as NaN (self-tests). The reference ignores it.
-    pub poison_output: bool,
 }
 
 /// What a convolution computes besides `conv(x) + bias`, fused into the GPU kernel.
@@ -257,7 +254,7 @@ pub fn conv3d_with(
         Conv3dKernel::Mma => gpu_conv3d(
             kernel,
             strict,
-            options.poison_output,
+            dispatch::poisoned_outputs(),
             x,
             weight,
             bias,

@@ -19,10 +19,20 @@ pub struct Layer {
     pub kernel: Dims3,
 }
 
+/// The fixture root as `cadence_parity::fixtures::root` finds it: `$CADENCE_FIXTURES`, else
+/// `../shared/fixtures` beside the repository. Repeated here because the parity crate depends
+/// on this one (and this file is also compiled into the parity crate's conv3d example).
+fn fixture_root() -> PathBuf {
+    match std::env::var_os("CADENCE_FIXTURES") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
+    }
+}
+
 /// Every conv weight of `turbo_vaed` in the first manifest under the fixture root that has one.
 /// Panics (a test failure) when there is none: the tests must not silently skip.
 pub fn turbo_layers() -> Vec<Layer> {
-    let root = cadence_core::fixtures::root();
+    let root = fixture_root();
     let mut manifests = Vec::new();
     find_manifests(&root, &mut manifests);
     manifests.sort();

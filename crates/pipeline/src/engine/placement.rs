@@ -41,7 +41,7 @@ impl Placeable for DitVelocity {
     }
 
     fn take_streamed_peak(&self) -> u64 {
-        self.model().layers().take_peak_streamed()
+        self.model().take_streamed_peak()
     }
 }
 
@@ -59,7 +59,7 @@ impl Placeable for PromptEncoder {
     }
 
     fn take_streamed_peak(&self) -> u64 {
-        self.encoder().layers().take_peak_streamed()
+        self.encoder().take_streamed_peak()
     }
 }
 

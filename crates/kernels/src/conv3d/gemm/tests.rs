@@ -507,7 +507,6 @@ fn check_against_reference(case: &Case, seed: u64) {
     let want = conv3d_with(
         &Conv3dOptions {
             kernel: Some(Conv3dKernel::Reference),
-            poison_output: false,
         },
         &x,
         &w,
