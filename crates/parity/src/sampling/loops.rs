@@ -16,10 +16,10 @@ use super::common::{
 use super::stub::StubModel;
 use cadence_pipeline::cfg::{guide, guide_per_frame, BaseGuidance, EarlyFrameCap, SrGuidance};
 use cadence_pipeline::sampler::{
-    audio_latent_from_vae_layout, AudioDrivenPolicy, AudioOutput, BaseMethod, BaseStage,
-    SamplerConfig, SamplingObserver, SrStage, StepRecord,
+    audio_latent_from_vae_layout, AudioDrivenPolicy, AudioOutput, BaseStage, SamplerConfig,
+    SamplingObserver, SrStage, StepRecord,
 };
-use cadence_pipeline::scheduler::{FlowSchedule, ZeroSnrTable};
+use cadence_pipeline::scheduler::{FlowSchedule, SolverKind, ZeroSnrTable};
 use cadence_pipeline::sr::{noisy_audio_condition, renoise_video, resize_trilinear};
 use cadence_pipeline::{
     GenerationRequest, ImageLatents, LatentShapes, Limits, ReplayNoise, SampledLatents, Sampler,
@@ -77,9 +77,11 @@ impl Params<'_> {
     /// The reference's `cfg_number` / `sr_cfg_number` (1 or 2) as a sampler configuration.
     fn sampler_config(&self, with_sr: bool, policy: AudioDrivenPolicy) -> Result<SamplerConfig> {
         let shift = self.f64("shift")?;
-        let method = match self.usize("cfg_number")? {
-            1 => BaseMethod::Distilled,
-            2 => BaseMethod::Guided(self.base_guidance()?),
+        // The reference ties its solver to cfg_number: the distilled update without CFG,
+        // UniPC with it.
+        let (solver, guidance) = match self.usize("cfg_number")? {
+            1 => (SolverKind::Distilled, None),
+            2 => (SolverKind::UniPc, Some(self.base_guidance()?)),
             n => return Err(Error::Config(format!("cfg_number {n}"))),
         };
         let sr = if with_sr {
@@ -92,6 +94,7 @@ impl Params<'_> {
             Some(SrStage {
                 num_steps: self.usize("sr_num_inference_steps")?,
                 shift,
+                solver: SolverKind::UniPc,
                 guidance,
                 renoise_step: (noise_value != 0).then_some(noise_value),
                 audio_noise_scale: self.f64("sr_audio_noise_scale")?,
@@ -103,7 +106,8 @@ impl Params<'_> {
             base: BaseStage {
                 num_steps: self.usize("num_inference_steps")?,
                 shift,
-                method,
+                solver,
+                guidance,
             },
             sr,
             audio_driven: policy,

@@ -2,6 +2,7 @@
 //! `example/*/config.json` files choose).
 
 use crate::cfg::{BaseGuidance, SrGuidance};
+use crate::scheduler::SolverKind;
 
 /// The default flow shift of every stage.
 pub const DEFAULT_SHIFT: f64 = 5.0;
@@ -24,7 +25,8 @@ impl SamplerConfig {
             base: BaseStage {
                 num_steps: 32,
                 shift: DEFAULT_SHIFT,
-                method: BaseMethod::Guided(BaseGuidance::default()),
+                solver: SolverKind::UniPc,
+                guidance: Some(BaseGuidance::default()),
             },
             sr: None,
             audio_driven: AudioDrivenPolicy::default(),
@@ -37,7 +39,8 @@ impl SamplerConfig {
             base: BaseStage {
                 num_steps: 8,
                 shift: DEFAULT_SHIFT,
-                method: BaseMethod::Distilled,
+                solver: SolverKind::Distilled,
+                guidance: None,
             },
             sr: None,
             audio_driven: AudioDrivenPolicy::default(),
@@ -52,8 +55,7 @@ impl SamplerConfig {
 
     /// Whether any stage runs the unconditional (negative-prompt) pass.
     pub fn needs_negative_prompt(&self) -> bool {
-        matches!(self.base.method, BaseMethod::Guided(_))
-            || self.sr.as_ref().is_some_and(|s| s.guidance.is_some())
+        self.base.guidance.is_some() || self.sr.as_ref().is_some_and(|s| s.guidance.is_some())
     }
 }
 
@@ -64,17 +66,11 @@ pub struct BaseStage {
     pub num_steps: usize,
     /// Flow shift of the schedule (5.0).
     pub shift: f64,
-    /// Guided UniPC or the distilled update.
-    pub method: BaseMethod,
-}
-
-/// How the base stage turns velocities into the next latents.
-#[derive(Debug, Clone, PartialEq)]
-pub enum BaseMethod {
-    /// `cfg_number = 2`: conditional + unconditional pass, CFG, UniPC for video and audio.
-    Guided(BaseGuidance),
-    /// `cfg_number = 1`: one conditional pass, the distilled update with fresh noise per step.
-    Distilled,
+    /// How velocities become the next latents (UniPC base, distilled update distilled).
+    pub solver: SolverKind,
+    /// CFG against the negative prompt (`cfg_number = 2`, the base model); `None` is one
+    /// conditional pass per step (`cfg_number = 1`, the distilled model).
+    pub guidance: Option<BaseGuidance>,
 }
 
 /// The super-resolution stage: refine the upsampled, re-noised base latent with the SR model.
@@ -84,6 +80,8 @@ pub struct SrStage {
     pub num_steps: usize,
     /// Flow shift (5.0).
     pub shift: f64,
+    /// How velocities become the next latents (UniPC, as the reference).
+    pub solver: SolverKind,
     /// CFG of the SR stage; `None` is `sr_cfg_number = 1`, the setting of both SR example configs.
     pub guidance: Option<SrGuidance>,
     /// Zero-SNR training step whose signal level the upsampled latent is re-noised to (220);
@@ -98,6 +96,7 @@ impl Default for SrStage {
         Self {
             num_steps: 5,
             shift: DEFAULT_SHIFT,
+            solver: SolverKind::UniPc,
             guidance: None,
             renoise_step: Some(220),
             audio_noise_scale: 0.7,

@@ -1,4 +1,4 @@
-//! The sampling loops: base (guided UniPC or distilled) and the optional super-resolution stage,
+//! The sampling loops: base (guided or not, UniPC or distilled) and the optional super-resolution stage,
 //! exactly as the reference's `MagiEvaluator.evaluate` runs them.
 //!
 //! Random draws, in this order, all from the caller's [`NoiseSource`]:
@@ -15,7 +15,7 @@ pub mod config;
 pub mod observer;
 mod stage;
 
-pub use config::{AudioDrivenPolicy, BaseMethod, BaseStage, SamplerConfig, SrStage, DEFAULT_SHIFT};
+pub use config::{AudioDrivenPolicy, BaseStage, SamplerConfig, SrStage, DEFAULT_SHIFT};
 pub use observer::{NoObserver, SamplingObserver, StepRecord};
 
 use candle_core::{DType, Device, Tensor};
@@ -23,11 +23,11 @@ use candle_core::{DType, Device, Tensor};
 use cadence_core::{Error, Result};
 
 use crate::noise::NoiseSource;
-use crate::scheduler::{FlowSchedule, ZeroSnrTable};
+use crate::scheduler::ZeroSnrTable;
 use crate::shapes::{LatentShapes, AUDIO_CHANNELS};
 use crate::sr::{noisy_audio_condition, renoise_video, resize_trilinear};
 use crate::velocity::{Stage, TextContext, VelocityModel};
-use stage::{AudioTreatment, Guidance, Solver, StageRun};
+use stage::{AudioTreatment, Guidance, StageRun};
 
 /// Encoded first-frame image (TI2V), once per resolution the generation runs at.
 #[derive(Debug, Clone)]
@@ -139,24 +139,25 @@ impl<'m> Sampler<'m> {
         let video = noise.standard_normal(&shapes.base_video(), device)?;
 
         let base = &self.config.base;
-        let (solver, guidance) = match &base.method {
-            BaseMethod::Guided(g) => (Solver::UniPc, Guidance::Base(g)),
-            BaseMethod::Distilled => (Solver::Distilled, Guidance::None),
-        };
-        let audio_treatment = match (inputs.user_audio.is_some(), solver, policy) {
-            (false, _, _) => AudioTreatment::Step,
-            (true, Solver::Distilled, AudioDrivenPolicy::MatchReference) => AudioTreatment::Step,
-            (true, Solver::Distilled, AudioDrivenPolicy::KeepUserAudio) => {
-                AudioTreatment::FixedKeepingDraws
+        let audio_treatment = match (inputs.user_audio.is_some(), policy) {
+            (false, _) => AudioTreatment::Step,
+            (true, AudioDrivenPolicy::MatchReference)
+                if base.solver.reference_steps_user_audio() =>
+            {
+                AudioTreatment::Step
             }
-            (true, Solver::UniPc, _) => AudioTreatment::Fixed,
+            (true, _) if base.solver.draws_per_step() => AudioTreatment::FixedKeepingDraws,
+            (true, _) => AudioTreatment::Fixed,
         };
         let (video, audio) = StageRun {
             stage: Stage::Base,
             model: self.base_model,
-            schedule: stage_schedule(base.num_steps, base.shift, solver)?,
-            solver,
-            guidance,
+            schedule: base.solver.schedule(base.num_steps, base.shift)?,
+            solver: base.solver,
+            guidance: base
+                .guidance
+                .as_ref()
+                .map_or(Guidance::None, Guidance::Base),
             audio: audio_treatment,
             text: &inputs.text,
             null_text: inputs.null_text.as_ref(),
@@ -235,16 +236,19 @@ impl<'m> Sampler<'m> {
         };
         let draw = noise.standard_normal(base_audio.dims(), base_audio.device())?;
         let audio = noisy_audio_condition(base_audio, &draw, plan.stage.audio_noise_scale)?;
-        let guidance = match &plan.stage.guidance {
-            Some(g) => Guidance::Sr(g),
-            None => Guidance::None,
-        };
         let (video, _) = StageRun {
             stage: Stage::SuperResolution,
             model: plan.model,
-            schedule: stage_schedule(plan.stage.num_steps, plan.stage.shift, Solver::UniPc)?,
-            solver: Solver::UniPc,
-            guidance,
+            schedule: plan
+                .stage
+                .solver
+                .schedule(plan.stage.num_steps, plan.stage.shift)?,
+            solver: plan.stage.solver,
+            guidance: plan
+                .stage
+                .guidance
+                .as_ref()
+                .map_or(Guidance::None, Guidance::Sr),
             audio: AudioTreatment::Fixed,
             text: &inputs.text,
             null_text: inputs.null_text.as_ref(),
@@ -260,21 +264,6 @@ struct SrPlan<'a> {
     stage: &'a SrStage,
     model: &'a dyn VelocityModel,
     image: Option<&'a Tensor>,
-}
-
-/// The schedule of a stage, refusing grids the reference's UniPC cannot run: when truncation
-/// makes the first two timesteps equal (hundreds of steps), it starts at step 1 and runs off the
-/// end of the sigma table on the last step. (The distilled update indexes by loop step and is
-/// unaffected.)
-fn stage_schedule(num_steps: usize, shift: f64, solver: Solver) -> Result<FlowSchedule> {
-    let schedule = FlowSchedule::new(num_steps, shift)?;
-    if solver == Solver::UniPc && schedule.begin_index() != 0 {
-        return Err(Error::Config(format!(
-            "{num_steps} steps at shift {shift} repeat the first timestep, which the reference's \
-             UniPC cannot run; use fewer steps"
-        )));
-    }
-    Ok(schedule)
 }
 
 /// The audio VAE's `[1, 64, A]` latent in the DiT's frames-major layout `[1, A, 64]` (f32,

@@ -3,8 +3,8 @@
 //! Per step `i` with integer timestep `t`:
 //! 1. TI2V: latent frame 0 is overwritten with the encoded image (the scheduler sees it too);
 //! 2. conditional forward, plus the unconditional one (negative prompt) when guided, then CFG;
-//! 3. the scheduler step: UniPC for video (and audio, unless audio is held), or the distilled
-//!    update with fresh noise for both;
+//! 3. the stage's [`Solver`] steps the video with the guided velocity, and the audio unless the
+//!    audio is held;
 //! 4. after the last step TI2V overwrites frame 0 once more.
 
 use candle_core::Tensor;
@@ -14,15 +14,8 @@ use cadence_core::{Error, Result};
 use super::observer::{SamplingObserver, StepRecord};
 use crate::cfg::{check_pair, guide, guide_per_frame, BaseGuidance, SrGuidance};
 use crate::noise::NoiseSource;
-use crate::scheduler::{DistilledScheduler, FlowSchedule, FlowUniPc};
+use crate::scheduler::{FlowSchedule, Solver, SolverKind};
 use crate::velocity::{Stage, StepInfo, TextContext, Velocity, VelocityInput, VelocityModel};
-
-/// How velocities become the next latents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Solver {
-    UniPc,
-    Distilled,
-}
 
 /// Which CFG rule the stage applies.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +35,7 @@ pub(crate) enum AudioTreatment {
     Step,
     /// Never changed.
     Fixed,
-    /// Never changed, but the distilled solver's audio draw is still made (and discarded) so the
+    /// Never changed, but the solver's per-step audio draw is still made (and discarded) so the
     /// draw order matches the reference.
     FixedKeepingDraws,
 }
@@ -52,41 +45,13 @@ pub(crate) struct StageRun<'a> {
     pub stage: Stage,
     pub model: &'a dyn VelocityModel,
     pub schedule: FlowSchedule,
-    pub solver: Solver,
+    pub solver: SolverKind,
     pub guidance: Guidance<'a>,
     pub audio: AudioTreatment,
     pub text: &'a TextContext,
     pub null_text: Option<&'a TextContext>,
     /// Encoded first frame `[1, 48, >=1, h, w]` (TI2V).
     pub image: Option<&'a Tensor>,
-}
-
-/// Solver state for one latent stream.
-enum StreamSolver {
-    UniPc(FlowUniPc),
-    Distilled(DistilledScheduler),
-}
-
-impl StreamSolver {
-    fn new(solver: Solver, schedule: &FlowSchedule) -> Self {
-        match solver {
-            Solver::UniPc => Self::UniPc(FlowUniPc::new(schedule.clone())),
-            Solver::Distilled => Self::Distilled(DistilledScheduler::new(schedule.clone())),
-        }
-    }
-
-    fn step(
-        &mut self,
-        index: usize,
-        velocity: &Tensor,
-        sample: &Tensor,
-        noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
-        match self {
-            Self::UniPc(s) => Ok(s.step(velocity, sample)?.sample),
-            Self::Distilled(s) => s.step(index, velocity, sample, noise),
-        }
-    }
 }
 
 impl StageRun<'_> {
@@ -104,8 +69,8 @@ impl StageRun<'_> {
             _ => Vec::new(),
         };
         let num_steps = self.schedule.num_steps();
-        let mut video_solver = StreamSolver::new(self.solver, &self.schedule);
-        let mut audio_solver = StreamSolver::new(self.solver, &self.schedule);
+        let mut video_solver: Box<dyn Solver> = self.solver.build(&self.schedule);
+        let mut audio_solver = self.solver.build(&self.schedule);
         let (mut video, mut audio) = (video, audio);
 
         for index in 0..num_steps {
@@ -155,7 +120,7 @@ impl StageRun<'_> {
                         self.stage
                     )))
                 }
-                (AudioTreatment::FixedKeepingDraws, _) if self.solver == Solver::Distilled => {
+                (AudioTreatment::FixedKeepingDraws, _) => {
                     noise.standard_normal(audio.dims(), audio.device())?;
                 }
                 _ => {}

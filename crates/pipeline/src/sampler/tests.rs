@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use super::*;
 use crate::cfg::SrGuidance;
 use crate::noise::SeededNoise;
+use crate::scheduler::SolverKind;
 use crate::shapes::LatentSize;
 use crate::velocity::{Velocity, VelocityInput};
 
@@ -206,4 +207,49 @@ fn first_frame_is_pinned() {
     let out = run(SamplerConfig::distilled(), &i, 0).unwrap();
     let first = out.video.narrow(2, 0, 1).unwrap();
     assert!(vec_of(&first).iter().all(|&v| v == 7.0));
+}
+
+/// Counts the draws and their shapes.
+struct CountingNoise {
+    inner: SeededNoise,
+    shapes: Vec<Vec<usize>>,
+}
+
+impl NoiseSource for CountingNoise {
+    fn standard_normal(&mut self, shape: &[usize], device: &Device) -> Result<Tensor> {
+        self.shapes.push(shape.to_vec());
+        self.inner.standard_normal(shape, device)
+    }
+}
+
+#[test]
+fn the_sr_stage_runs_whichever_solver_it_is_given() {
+    let draws = |solver| {
+        let (base, sr) = (Linear::new(), Linear::new());
+        let config = SamplerConfig::distilled().with_sr(SrStage {
+            solver,
+            ..SrStage::default()
+        });
+        let mut noise = CountingNoise {
+            inner: SeededNoise::new(1),
+            shapes: Vec::new(),
+        };
+        let out = Sampler::new(&base, config)
+            .with_sr_model(&sr)
+            .sample(&inputs(true), &mut noise, &mut NoObserver)
+            .unwrap();
+        assert_eq!(sr.calls.get(), SrStage::default().num_steps);
+        (noise.shapes, vec_of(&out.video))
+    };
+    let (unipc, unipc_video) = draws(SolverKind::UniPc);
+    let (distilled, distilled_video) = draws(SolverKind::Distilled);
+    // The distilled update draws once per SR step, video-shaped (SR audio is fixed conditioning);
+    // UniPC draws nothing. Everything before the SR steps is the same.
+    let steps = SrStage::default().num_steps;
+    assert_eq!(distilled.len(), unipc.len() + steps);
+    assert_eq!(distilled[..unipc.len()], unipc[..]);
+    assert!(distilled[unipc.len()..]
+        .iter()
+        .all(|s| s == &[1, 48, 3, 4, 4]));
+    assert_ne!(unipc_video, distilled_video);
 }

@@ -9,7 +9,7 @@ use candle_core::Tensor;
 
 use cadence_core::{Error, Result};
 
-use super::FlowSchedule;
+use super::{FlowSchedule, Solver};
 use crate::noise::NoiseSource;
 
 /// Stateless distilled (DDIM-style, stochastic) scheduler over one [`FlowSchedule`].
@@ -58,5 +58,17 @@ impl DistilledScheduler {
         // (1 - sigma) is formed in f32, as the reference does with its f32 sigma table.
         let keep = f64::from(1.0f32 - sigma_next);
         Ok((draw.affine(f64::from(sigma_next), 0.0)? + clean.affine(keep, 0.0)?)?)
+    }
+}
+
+impl Solver for DistilledScheduler {
+    fn step(
+        &mut self,
+        index: usize,
+        velocity: &Tensor,
+        sample: &Tensor,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
+        DistilledScheduler::step(self, index, velocity, sample, noise)
     }
 }

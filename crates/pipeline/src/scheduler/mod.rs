@@ -6,15 +6,18 @@
 //! * [`DistilledScheduler`]: the one-step DDIM-style update of the distilled model, which draws
 //!   fresh noise at every step.
 //! * [`ZeroSnrTable`]: the zero-terminal-SNR DDPM table, only used to re-noise the SR input.
+//! * [`Solver`]: what the two update rules share; [`SolverKind`] chooses one per stage.
 //!
 //! The flow parametrisation is `x_t = (1 - sigma) x0 + sigma * noise`; the model returns a
 //! velocity `v`, and `x0 = x_t - sigma * v`.
 
 pub mod distilled;
+pub mod solver;
 pub mod unipc;
 pub mod zero_snr;
 
 pub use distilled::DistilledScheduler;
+pub use solver::{Solver, SolverKind};
 pub use unipc::{FlowUniPc, UniPcStep};
 pub use zero_snr::ZeroSnrTable;
 

@@ -11,7 +11,8 @@ use candle_core::Tensor;
 
 use cadence_core::{Error, Result};
 
-use super::FlowSchedule;
+use super::{FlowSchedule, Solver};
+use crate::noise::NoiseSource;
 
 /// Highest solver order (the reference's default `solver_order = 2`).
 const MAX_ORDER: usize = 2;
@@ -198,5 +199,19 @@ impl FlowUniPc {
                 "UniPC: order 2 needs two x0 estimates".into(),
             )),
         }
+    }
+}
+
+/// UniPC draws nothing and keeps its own step count (which starts at the schedule's
+/// [`FlowSchedule::begin_index`], as the reference's does), so the loop index is not used.
+impl Solver for FlowUniPc {
+    fn step(
+        &mut self,
+        _index: usize,
+        velocity: &Tensor,
+        sample: &Tensor,
+        _noise: &mut dyn NoiseSource,
+    ) -> Result<Tensor> {
+        Ok(FlowUniPc::step(self, velocity, sample)?.sample)
     }
 }
