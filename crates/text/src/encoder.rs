@@ -16,7 +16,7 @@ use crate::cache::WeightsIdentity;
 use crate::config::{TextEncoderConfig, ENCODER_PREFIX};
 use crate::layer::EncoderLayer;
 use crate::mask::AttentionMasks;
-use crate::norm::RmsNorm;
+use crate::norm::GemmaRmsNorm;
 use crate::rope::RotaryTables;
 
 /// The loaded encoder. Drop it to free its weights (about 18.5 GB in bf16, see the crate docs).
@@ -30,7 +30,7 @@ pub struct TextEncoder {
     embed_scale: f64,
     /// Resident on `device`, or parked in host memory and streamed to it.
     layers: LayerStack<EncoderLayer>,
-    final_norm: RmsNorm,
+    final_norm: GemmaRmsNorm,
     dtype: DType,
     device: Device,
     mode: AttentionMode,
@@ -83,7 +83,7 @@ impl TextEncoder {
             .map(|i| EncoderLayer::load(ckpt, ENCODER_PREFIX, i, cfg, dtype, device))
             .collect::<Result<Vec<_>>>()?;
         let layers = LayerStack::resident(layers);
-        let final_norm = RmsNorm::load(
+        let final_norm = GemmaRmsNorm::load(
             ckpt,
             &format!("{ENCODER_PREFIX}norm.weight"),
             cfg.rms_norm_eps,

@@ -13,7 +13,7 @@ use cadence_core::{trace, Result, WeightSource};
 use crate::attention::{AttentionMode, SelfAttention};
 use crate::config::{LayerKind, TextEncoderConfig};
 use crate::mlp::GatedMlp;
-use crate::norm::RmsNorm;
+use crate::norm::GemmaRmsNorm;
 use crate::rope::RotaryTables;
 
 /// One encoder layer.
@@ -22,12 +22,12 @@ pub struct EncoderLayer {
     kind: LayerKind,
     /// The layer's index, naming what it records.
     index: usize,
-    pre_attn_norm: RmsNorm,
+    pre_attn_norm: GemmaRmsNorm,
     attention: SelfAttention,
-    post_attn_norm: RmsNorm,
-    pre_ffn_norm: RmsNorm,
+    post_attn_norm: GemmaRmsNorm,
+    pre_ffn_norm: GemmaRmsNorm,
     mlp: GatedMlp,
-    post_ffn_norm: RmsNorm,
+    post_ffn_norm: GemmaRmsNorm,
 }
 cadence_core::tensor_tree!(EncoderLayer {
     pre_attn_norm,
@@ -50,7 +50,7 @@ impl EncoderLayer {
     ) -> Result<Self> {
         let p = format!("{prefix}layers.{index}.");
         let norm = |name: &str| {
-            RmsNorm::load(ckpt, &format!("{p}{name}.weight"), cfg.rms_norm_eps, device)
+            GemmaRmsNorm::load(ckpt, &format!("{p}{name}.weight"), cfg.rms_norm_eps, device)
         };
         Ok(Self {
             kind: cfg.layer_kinds[index],

@@ -9,16 +9,16 @@ use candle_core::{DType, Device, Tensor};
 
 use cadence_core::{Result, WeightSource};
 
-/// One RMSNorm over the last dimension.
+/// Gemma's RMSNorm over the last dimension (scale `1 + w`).
 #[derive(Debug, Clone)]
-pub struct RmsNorm {
+pub struct GemmaRmsNorm {
     /// `1 + w` in f32.
     scale: Tensor,
     eps: f64,
 }
-cadence_core::tensor_tree!(RmsNorm { scale });
+cadence_core::tensor_tree!(GemmaRmsNorm { scale });
 
-impl RmsNorm {
+impl GemmaRmsNorm {
     /// Loads the stored weight `key` and precomputes its `1 + w` scale in f32.
     pub fn load(ckpt: &dyn WeightSource, key: &str, eps: f64, device: &Device) -> Result<Self> {
         let w = ckpt.load(key, DType::F32, device)?;

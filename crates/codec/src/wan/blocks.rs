@@ -55,14 +55,15 @@ fn last_frames(x: &Tensor, n: usize) -> Result<Tensor> {
     x.narrow(2, t - n, n)?.contiguous()
 }
 
-/// Wan's `RMS_norm`: `x / max(||x||_2, 1e-12) * sqrt(C) * gamma`, the norm over channels only.
+/// Wan's `RMS_norm`, in fact an L2 normalisation over the channel axis:
+/// `x / max(||x||_2, 1e-12) * sqrt(C) * gamma` (no mean, no epsilon inside the root).
 #[derive(Debug, Clone)]
-pub struct RmsNorm {
+pub struct ChannelL2Norm {
     gamma: Tensor,
     scale: f64,
 }
 
-impl RmsNorm {
+impl ChannelL2Norm {
     /// `gamma` stored as `[C, 1, 1, 1]` (video) or `[C, 1, 1]` (per-frame attention).
     pub fn new(vb: &VarBuilder, c: usize, per_frame: bool) -> Result<Self> {
         let gamma = if per_frame {
@@ -171,9 +172,9 @@ impl CausalConv3d {
 /// `out = residual(x) + shortcut(x)`; residual = norm, SiLU, conv, norm, SiLU, conv.
 #[derive(Debug, Clone)]
 pub struct ResidualBlock {
-    norm1: RmsNorm,
+    norm1: ChannelL2Norm,
     conv1: CausalConv3d,
-    norm2: RmsNorm,
+    norm2: ChannelL2Norm,
     conv2: CausalConv3d,
     shortcut: Option<CausalConv3d>,
 }
@@ -183,9 +184,9 @@ impl ResidualBlock {
     pub fn new(vb: &VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
         let r = vb.pp("residual");
         Ok(Self {
-            norm1: RmsNorm::new(&r.pp("0"), c_in, false)?,
+            norm1: ChannelL2Norm::new(&r.pp("0"), c_in, false)?,
             conv1: CausalConv3d::cube(&r.pp("2"), c_in, c_out, 3)?,
-            norm2: RmsNorm::new(&r.pp("3"), c_out, false)?,
+            norm2: ChannelL2Norm::new(&r.pp("3"), c_out, false)?,
             conv2: CausalConv3d::cube(&r.pp("6"), c_out, c_out, 3)?,
             shortcut: if c_in != c_out {
                 Some(CausalConv3d::cube(&vb.pp("shortcut"), c_in, c_out, 1)?)
@@ -226,7 +227,7 @@ impl ResidualBlock {
 /// Single-head self-attention over the positions of each frame, plus the residual.
 #[derive(Debug, Clone)]
 pub struct AttentionBlock {
-    norm: RmsNorm,
+    norm: ChannelL2Norm,
     to_qkv: Conv,
     proj: Conv,
     c: usize,
@@ -236,7 +237,7 @@ impl AttentionBlock {
     /// Keys `norm.gamma`, `to_qkv.*` (1×1 conv to 3C), `proj.*` (1×1 conv).
     pub fn new(vb: &VarBuilder, c: usize) -> Result<Self> {
         Ok(Self {
-            norm: RmsNorm::new(&vb.pp("norm"), c, true)?,
+            norm: ChannelL2Norm::new(&vb.pp("norm"), c, true)?,
             to_qkv: Conv::conv2d(&vb.pp("to_qkv"), c, 3 * c, 1)?,
             proj: Conv::conv2d(&vb.pp("proj"), c, c, 1)?,
             c,
@@ -448,7 +449,7 @@ impl DupUp3d {
 /// `RMS_norm -> SiLU -> CausalConv3d 3×3×3` output head (keys `head.0.gamma`, `head.2.*`).
 #[derive(Debug, Clone)]
 pub struct Head {
-    norm: RmsNorm,
+    norm: ChannelL2Norm,
     conv: CausalConv3d,
 }
 
@@ -456,7 +457,7 @@ impl Head {
     /// Head from `c_in` to `c_out` channels.
     pub fn new(vb: &VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
         Ok(Self {
-            norm: RmsNorm::new(&vb.pp("0"), c_in, false)?,
+            norm: ChannelL2Norm::new(&vb.pp("0"), c_in, false)?,
             conv: CausalConv3d::cube(&vb.pp("2"), c_in, c_out, 3)?,
         })
     }
