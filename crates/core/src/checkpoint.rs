@@ -300,7 +300,7 @@ fn resolve_files(path: &Path) -> Result<Vec<PathBuf>> {
 ///
 /// Model loaders take `&dyn WeightSource`, so the same code builds a model from a published
 /// checkpoint, from the demo's seeded weights, or from random weights at the real sizes.
-pub trait WeightSource {
+pub trait WeightSource: Send + Sync {
     /// Whether `key` is present.
     fn contains(&self, key: &str) -> bool;
     /// The stored shape of `key`.

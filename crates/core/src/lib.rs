@@ -1,5 +1,6 @@
 //! Shared foundations of Cadence: the error type, memory-mapped checkpoint loading with key
-//! verification, error metrics and the recording of intermediate tensors.
+//! verification, the `VarBuilder` every model loads through, error metrics and the recording of
+//! intermediate tensors.
 
 #![warn(missing_docs)]
 
@@ -11,6 +12,7 @@ pub mod random;
 pub mod sizes;
 pub mod tensors;
 pub mod trace;
+pub mod var_builder;
 
 pub use cancel::CancelToken;
 pub use checkpoint::{Checkpoint, TensorSpec, WeightSource};

@@ -8,10 +8,10 @@
 //! and the probabilities are cast back to the model dtype before `P v`. For f32 models this is
 //! plain eager attention.
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{Linear, Module};
+use candle_core::{DType, Tensor};
+use candle_nn::{Linear, Module, VarBuilder};
 
-use cadence_core::{trace, Result, WeightSource};
+use cadence_core::{trace, Result};
 
 use crate::config::TextEncoderConfig;
 use crate::rope::RotaryTables;
@@ -64,24 +64,17 @@ impl cadence_core::TensorTree for SelfAttention {
 }
 
 impl SelfAttention {
-    /// Loads layer `index`'s `{prefix}{q,k,v,o}_proj.weight`.
-    pub fn load(
-        ckpt: &dyn WeightSource,
-        prefix: &str,
-        index: usize,
-        cfg: &TextEncoderConfig,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Self> {
-        let linear = |name: &str| -> Result<Linear> {
-            let w = ckpt.load(&format!("{prefix}{name}.weight"), dtype, device)?;
-            Ok(Linear::new(w, None))
+    /// Loads layer `index`'s `{q,k,v,o}_proj.weight` under `vb`.
+    pub fn load(vb: &VarBuilder, index: usize, cfg: &TextEncoderConfig) -> Result<Self> {
+        let (h, q, kv) = (cfg.hidden_size, cfg.q_width(), cfg.kv_width());
+        let linear = |name: &str, shape: (usize, usize)| -> Result<Linear> {
+            Ok(Linear::new(vb.get(shape, &format!("{name}.weight"))?, None))
         };
         Ok(Self {
-            q_proj: linear("q_proj")?,
-            k_proj: linear("k_proj")?,
-            v_proj: linear("v_proj")?,
-            o_proj: linear("o_proj")?,
+            q_proj: linear("q_proj", (q, h))?,
+            k_proj: linear("k_proj", (kv, h))?,
+            v_proj: linear("v_proj", (kv, h))?,
+            o_proj: linear("o_proj", (h, q))?,
             num_heads: cfg.num_heads,
             num_kv_heads: cfg.num_kv_heads,
             head_dim: cfg.head_dim,
@@ -161,6 +154,7 @@ fn masked_fill_min(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     #[test]
     fn fully_masked_rows_stay_finite() {

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use candle_core::DType;
 
+use cadence_core::var_builder::record_specs;
 use cadence_core::{Error, Result, TensorSpec};
 use serde::Deserialize;
 use serde_json::Value;
@@ -109,37 +110,14 @@ impl TextEncoderConfig {
         self.query_pre_attn_scalar.powf(-0.5)
     }
 
-    /// Every tensor the encoder reads, relative to [`ENCODER_PREFIX`], with its shape. Derived
-    /// from the hyper-parameters alone, so it can be checked without allocating any weight.
+    /// Every tensor the encoder reads, relative to [`ENCODER_PREFIX`], with its shape, recorded
+    /// from the encoder's own constructor (which states each key and shape once) without
+    /// allocating any weight.
     pub fn tensor_specs(&self) -> Vec<TensorSpec> {
-        let (h, m, q, kv) = (
-            self.hidden_size,
-            self.intermediate_size,
-            self.q_width(),
-            self.kv_width(),
-        );
-        let mut specs = vec![
-            TensorSpec::new("embed_tokens.weight", [self.vocab_size, h]),
-            TensorSpec::new("norm.weight", [h]),
-        ];
-        for i in 0..self.num_layers() {
-            let p = format!("layers.{i}.");
-            let mut add = |name: &str, shape: &[usize]| {
-                specs.push(TensorSpec::new(format!("{p}{name}"), shape));
-            };
-            add("pre_self_attn_layernorm.weight", &[h]);
-            add("self_attn.q_proj.weight", &[q, h]);
-            add("self_attn.k_proj.weight", &[kv, h]);
-            add("self_attn.v_proj.weight", &[kv, h]);
-            add("self_attn.o_proj.weight", &[h, q]);
-            add("post_self_attn_layernorm.weight", &[h]);
-            add("pre_feedforward_layernorm.weight", &[h]);
-            add("mlp.gate_proj.weight", &[m, h]);
-            add("mlp.up_proj.weight", &[m, h]);
-            add("mlp.down_proj.weight", &[h, m]);
-            add("post_feedforward_layernorm.weight", &[h]);
-        }
-        specs
+        // The recorder serves every request and the constructor computes nothing, so recording
+        // cannot fail; a failure would be a bug in the constructor, not bad input.
+        record_specs(|vb| crate::encoder::Weights::load(&vb, self))
+            .expect("recording the encoder's tensors cannot fail")
     }
 
     /// Number of encoder parameters (sum over [`Self::tensor_specs`]).

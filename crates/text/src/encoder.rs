@@ -7,6 +7,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use candle_nn::VarBuilder;
+
+use cadence_core::var_builder::var_builder;
 use cadence_core::{trace, Checkpoint, Error, Result, TensorTree, WeightSource};
 use cadence_kernels::transfer::LayerStack;
 
@@ -35,6 +38,27 @@ pub struct TextEncoder {
     device: Device,
     mode: AttentionMode,
     identity: WeightsIdentity,
+}
+
+/// The encoder's tensors, as [`TextEncoder`] holds them. Loading states every key and shape
+/// once: [`TextEncoderConfig::tensor_specs`] records this same constructor.
+pub(crate) struct Weights {
+    embed_tokens: Tensor,
+    layers: Vec<EncoderLayer>,
+    final_norm: GemmaRmsNorm,
+}
+
+impl Weights {
+    /// Loads `embed_tokens.weight`, `layers.{i}.*` and `norm.weight` under `vb`.
+    pub(crate) fn load(vb: &VarBuilder, cfg: &TextEncoderConfig) -> Result<Self> {
+        Ok(Self {
+            embed_tokens: vb.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?,
+            layers: (0..cfg.num_layers())
+                .map(|i| EncoderLayer::load(&vb.pp(format!("layers.{i}")), i, cfg))
+                .collect::<Result<_>>()?,
+            final_norm: GemmaRmsNorm::load(&vb.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps)?,
+        })
+    }
 }
 
 impl TextEncoder {
@@ -74,26 +98,17 @@ impl TextEncoder {
             )));
         }
         Self::verify(ckpt, cfg)?;
-        let embed_tokens = ckpt.load(
-            &format!("{ENCODER_PREFIX}embed_tokens.weight"),
-            dtype,
-            device,
-        )?;
-        let layers = (0..cfg.num_layers())
-            .map(|i| EncoderLayer::load(ckpt, ENCODER_PREFIX, i, cfg, dtype, device))
-            .collect::<Result<Vec<_>>>()?;
-        let layers = LayerStack::resident(layers);
-        let final_norm = GemmaRmsNorm::load(
-            ckpt,
-            &format!("{ENCODER_PREFIX}norm.weight"),
-            cfg.rms_norm_eps,
-            device,
-        )?;
+        let vb = var_builder(ckpt, dtype, device);
+        let Weights {
+            embed_tokens,
+            layers,
+            final_norm,
+        } = Weights::load(&vb.pp(ENCODER_PREFIX.trim_end_matches('.')), cfg)?;
         Ok(Self {
             embed_scale: round_to(dtype, (cfg.hidden_size as f64).sqrt()),
             cfg: cfg.clone(),
             embed_tokens,
-            layers,
+            layers: LayerStack::resident(layers),
             final_norm,
             dtype,
             device: device.clone(),

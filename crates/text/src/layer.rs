@@ -6,9 +6,10 @@
 //! ```
 //! The post norms act on the branch output before the residual add.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
 
-use cadence_core::{trace, Result, WeightSource};
+use cadence_core::{trace, Result};
 
 use crate::attention::{AttentionMode, SelfAttention};
 use crate::config::{LayerKind, TextEncoderConfig};
@@ -39,34 +40,17 @@ cadence_core::tensor_tree!(EncoderLayer {
 });
 
 impl EncoderLayer {
-    /// Loads layer `index` from `{prefix}layers.{index}.*`.
-    pub fn load(
-        ckpt: &dyn WeightSource,
-        prefix: &str,
-        index: usize,
-        cfg: &TextEncoderConfig,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Self> {
-        let p = format!("{prefix}layers.{index}.");
-        let norm = |name: &str| {
-            GemmaRmsNorm::load(ckpt, &format!("{p}{name}.weight"), cfg.rms_norm_eps, device)
-        };
+    /// Loads layer `index` from `vb` (the layer's `layers.{index}` prefix).
+    pub fn load(vb: &VarBuilder, index: usize, cfg: &TextEncoderConfig) -> Result<Self> {
+        let norm = |name: &str| GemmaRmsNorm::load(&vb.pp(name), cfg.hidden_size, cfg.rms_norm_eps);
         Ok(Self {
             kind: cfg.layer_kinds[index],
             index,
             pre_attn_norm: norm("pre_self_attn_layernorm")?,
-            attention: SelfAttention::load(
-                ckpt,
-                &format!("{p}self_attn."),
-                index,
-                cfg,
-                dtype,
-                device,
-            )?,
+            attention: SelfAttention::load(&vb.pp("self_attn"), index, cfg)?,
             post_attn_norm: norm("post_self_attn_layernorm")?,
             pre_ffn_norm: norm("pre_feedforward_layernorm")?,
-            mlp: GatedMlp::load(ckpt, &format!("{p}mlp."), dtype, device)?,
+            mlp: GatedMlp::load(&vb.pp("mlp"), cfg)?,
             post_ffn_norm: norm("post_feedforward_layernorm")?,
         })
     }

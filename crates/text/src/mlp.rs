@@ -1,9 +1,11 @@
 //! The gated feed-forward block: `down(gelu_tanh(gate(x)) * up(x))`.
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{Linear, Module};
+use candle_core::Tensor;
+use candle_nn::{Linear, Module, VarBuilder};
 
-use cadence_core::{Result, WeightSource};
+use cadence_core::Result;
+
+use crate::config::TextEncoderConfig;
 
 /// One layer's MLP.
 #[derive(Debug, Clone)]
@@ -31,21 +33,16 @@ impl cadence_core::TensorTree for GatedMlp {
 }
 
 impl GatedMlp {
-    /// Loads `{prefix}{gate,up,down}_proj.weight`.
-    pub fn load(
-        ckpt: &dyn WeightSource,
-        prefix: &str,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Self> {
-        let linear = |name: &str| -> Result<Linear> {
-            let w = ckpt.load(&format!("{prefix}{name}.weight"), dtype, device)?;
-            Ok(Linear::new(w, None))
+    /// Loads `{gate,up,down}_proj.weight` under `vb`.
+    pub fn load(vb: &VarBuilder, cfg: &TextEncoderConfig) -> Result<Self> {
+        let (h, m) = (cfg.hidden_size, cfg.intermediate_size);
+        let linear = |name: &str, shape: (usize, usize)| -> Result<Linear> {
+            Ok(Linear::new(vb.get(shape, &format!("{name}.weight"))?, None))
         };
         Ok(Self {
-            gate_proj: linear("gate_proj")?,
-            up_proj: linear("up_proj")?,
-            down_proj: linear("down_proj")?,
+            gate_proj: linear("gate_proj", (m, h))?,
+            up_proj: linear("up_proj", (m, h))?,
+            down_proj: linear("down_proj", (h, m))?,
         })
     }
 

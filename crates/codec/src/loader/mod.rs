@@ -17,18 +17,16 @@
 pub mod ckpt;
 pub mod pickle;
 pub mod safetensors;
-pub mod spec;
 pub mod torch_zip;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cadence_core::{Checkpoint, Error, Result, TensorSpec, WeightSource};
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
-pub use spec::record_specs;
+pub use cadence_core::var_builder::record_specs;
 pub use torch_zip::TorchArchive;
 
 /// Where a [`StateDict`]'s tensors are stored.
@@ -110,7 +108,7 @@ impl StateDict {
 
     /// A `VarBuilder` that loads each tensor on request, converted to `dtype` on `device`.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'_> {
-        VarBuilder::from_backend(Box::new(Backend(self)), dtype, device.clone())
+        cadence_core::var_builder::var_builder(self, dtype, device)
     }
 }
 
@@ -143,41 +141,5 @@ impl WeightSource for StateDict {
     }
     fn describe(&self) -> String {
         self.path.display().to_string()
-    }
-}
-
-struct Backend<'a>(&'a StateDict);
-
-impl SimpleBackend for Backend<'_> {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let t = self.get_unchecked(name, dtype, dev)?;
-        if t.shape() != &s {
-            candle_core::bail!(
-                "{}: tensor {name} has shape {:?}, the model expects {:?}",
-                self.0.path.display(),
-                t.dims(),
-                s.dims()
-            );
-        }
-        Ok(t)
-    }
-
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = self
-            .0
-            .load(name, dev)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        t.to_dtype(dtype)
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.0.keys.contains_key(name)
     }
 }
