@@ -5,7 +5,8 @@
 //! * [`var_builder`] loads from any [`WeightSource`] (checkpoints, the codecs' state dicts,
 //!   generated weights) and refuses a stored shape that differs from the requested one;
 //! * [`record_specs`] records every `(name, shape)` and hands back a zero-stride broadcast of one
-//!   scalar, so the full key/shape list of even a 9B model comes from its config for a few bytes.
+//!   scalar, so the full key/shape list of even a 9B model comes from its config for a few bytes;
+//!   it declines optional tensors (`contains_tensor` is false).
 //!   Constructors therefore must not compute on large weights (derived weights are computed on
 //!   first use); a per-channel vector is fine.
 //!
@@ -104,7 +105,9 @@ impl SimpleBackend for &Recorder {
         candle_core::bail!("spec recorder: {name} requested without a shape")
     }
 
+    /// Optional tensors (those a constructor asks about before taking) are declined, so the
+    /// record is the list every source must hold; a loader states its optional ones itself.
     fn contains_tensor(&self, _: &str) -> bool {
-        true
+        false
     }
 }

@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use candle_nn::{Init, VarBuilder};
 
+use cadence_core::var_builder::var_builder;
 use cadence_core::{trace, Checkpoint, Error, RandomWeights, Result, TensorTree, WeightSource};
 use cadence_kernels::transfer::LayerStack;
 
@@ -14,10 +16,18 @@ use crate::packing::{self, Modality, ModalitySpans, Packed, PackingConfig};
 use crate::precision::{LoadOptions, WeightFormat};
 use crate::rope::{default_bands, rope_table};
 use crate::variant::DitVariant;
-use crate::weights::{accepted_tensors, expected_tensors, EMBEDDERS, HEADS, ROPE_BANDS};
+use crate::weights::{accepted_tensors, expected_tensors, ROPE_BANDS};
 
 /// Name of the optional architecture file beside a checkpoint.
 pub const CONFIG_FILE: &str = "config.json";
+
+/// Prefix of the transformer layers' keys: layer `i` is under `block.layers.{i}`.
+pub const LAYERS: &str = "block.layers";
+
+/// The key prefix of layer `i`.
+pub fn layer_prefix(i: usize) -> String {
+    format!("{LAYERS}.{i}")
+}
 
 /// The model's output rows, before unpacking.
 #[derive(Debug, Clone)]
@@ -53,14 +63,11 @@ struct OutputHead {
 cadence_core::tensor_tree!(OutputHead { norm, linear });
 
 impl OutputHead {
-    fn load(
-        ckpt: &dyn WeightSource,
-        (norm, linear): (&str, &str),
-        device: &Device,
-    ) -> Result<Self> {
+    /// `final_norm_{modality}.weight` and `final_linear_{modality}.weight` `(out, hidden)`.
+    fn load(vb: &VarBuilder, modality: &str, out: usize, hidden: usize) -> Result<Self> {
         Ok(Self {
-            norm: ExpertNorm::load(ckpt, norm, 1, device)?,
-            linear: ckpt.load(linear, DType::F32, device)?,
+            norm: ExpertNorm::load(&vb.pp(format!("final_norm_{modality}")), hidden, 1)?,
+            linear: vb.get((out, hidden), &format!("final_linear_{modality}.weight"))?,
         })
     }
 
@@ -75,6 +82,44 @@ impl OutputHead {
             .norm
             .forward(&x.narrow(0, range.start, range.len())?, spans)?;
         Ok(h.matmul(&self.linear.t()?)?)
+    }
+}
+
+/// Everything outside the transformer layers: the input embedders, the rope bands and the
+/// output heads, all f32.
+pub(crate) struct Outer {
+    embedders: Vec<(Tensor, Tensor)>,
+    bands: Vec<f32>,
+    video_head: OutputHead,
+    audio_head: OutputHead,
+}
+
+impl Outer {
+    /// Loads `adapter.{video,audio,text}_embedder.{weight,bias}`, the optional
+    /// `adapter.rope.bands` (recomputed when absent) and the two output heads under `vb`.
+    pub(crate) fn load(vb: &VarBuilder, c: &DitConfig) -> Result<Self> {
+        let hid = c.hidden_size;
+        let embedder = |modality: &str, inputs: usize| -> Result<(Tensor, Tensor)> {
+            let vb = vb.pp(format!("adapter.{modality}_embedder"));
+            Ok((vb.get((hid, inputs), "weight")?, vb.get(hid, "bias")?))
+        };
+        let bands = if vb.contains_tensor(ROPE_BANDS) {
+            vb.get_with_hints_dtype(c.rope_bands(), ROPE_BANDS, Init::Const(0.0), DType::F32)?
+                .to_device(&Device::Cpu)?
+                .to_vec1::<f32>()?
+        } else {
+            default_bands(c.rope_bands())
+        };
+        Ok(Self {
+            embedders: vec![
+                embedder("video", c.video_in_channels)?,
+                embedder("audio", c.audio_in_channels)?,
+                embedder("text", c.text_in_channels)?,
+            ],
+            bands,
+            video_head: OutputHead::load(vb, "video", c.video_in_channels, hid)?,
+            audio_head: OutputHead::load(vb, "audio", c.audio_in_channels, hid)?,
+        })
     }
 }
 
@@ -159,23 +204,17 @@ impl DitModel {
             )));
         }
         Self::verify(ckpt, &config)?;
-        let f32_tensor = |key: &str| ckpt.load(key, DType::F32, device);
-        let embedders = EMBEDDERS
-            .iter()
-            .map(|(w, b)| Ok((f32_tensor(w)?, f32_tensor(b)?)))
-            .collect::<Result<Vec<_>>>()?;
-        let bands = if ckpt.contains(ROPE_BANDS) {
-            f32_tensor(ROPE_BANDS)?
-                .to_device(&Device::Cpu)?
-                .to_vec1::<f32>()?
-        } else {
-            default_bands(config.rope_bands())
-        };
+        // f32 unless a call names its dtype: only the GEMM weights are held in `compute`.
+        let vb = var_builder(ckpt, DType::F32, device);
+        let Outer {
+            embedders,
+            bands,
+            video_head,
+            audio_head,
+        } = Outer::load(&vb, &config)?;
         let layers = (0..config.num_layers)
-            .map(|i| TransformerLayer::load(ckpt, &config, i, options, device))
+            .map(|i| TransformerLayer::load(&vb.pp(layer_prefix(i)), &config, i, options))
             .collect::<Result<Vec<_>>>()?;
-        let layers = LayerStack::resident(layers);
-        let [video_head, audio_head] = HEADS;
         Ok(Self {
             config,
             compute,
@@ -183,9 +222,9 @@ impl DitModel {
             device: device.clone(),
             embedders,
             bands,
-            layers,
-            video_head: OutputHead::load(ckpt, video_head, device)?,
-            audio_head: OutputHead::load(ckpt, audio_head, device)?,
+            layers: LayerStack::resident(layers),
+            video_head,
+            audio_head,
         })
     }
 

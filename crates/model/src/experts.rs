@@ -4,9 +4,10 @@
 //! modality's expert. Tokens are grouped by modality, so dispatch runs each expert on its
 //! contiguous span and concatenates the results in order.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
+use candle_nn::{Init, VarBuilder};
 
-use cadence_core::{Result, WeightSource};
+use cadence_core::Result;
 use cadence_kernels::norm::rms_norm;
 use cadence_kernels::{linear, LinearWeight};
 
@@ -46,17 +47,16 @@ pub struct ExpertLinear {
 cadence_core::tensor_tree!(ExpertLinear { weight });
 
 impl ExpertLinear {
-    /// Loads `key` (already verified to be `(experts·out, in)`), dense in the compute dtype or
-    /// FP8, as `options` say.
+    /// Loads `weight` (`(experts·out_features, in_features)`) under `vb`, dense in the compute
+    /// dtype or FP8, as `options` say.
     pub fn load(
-        ckpt: &dyn WeightSource,
-        key: &str,
+        vb: &VarBuilder,
+        (out_features, in_features): (usize, usize),
         experts: usize,
         options: &LoadOptions,
-        device: &Device,
     ) -> Result<Self> {
-        let weight = load_linear(ckpt, key, options.compute, options.weights, device)?;
-        let out_features = weight.out_features()? / experts;
+        let shape = (experts * out_features, in_features);
+        let weight = load_linear(vb, shape, options.compute, options.weights)?;
         Ok(Self {
             weight,
             out_features,
@@ -93,17 +93,11 @@ pub struct ExpertNorm {
 cadence_core::tensor_tree!(ExpertNorm { scale });
 
 impl ExpertNorm {
-    /// Loads the stored offset `w` from `key` and keeps `1 + w` (f32).
-    pub fn load(
-        ckpt: &dyn WeightSource,
-        key: &str,
-        experts: usize,
-        device: &Device,
-    ) -> Result<Self> {
-        let scale = (ckpt.load(key, DType::F32, device)? + 1.0)?;
-        let width = scale.dim(0)? / experts;
+    /// Loads the stored offset `weight` (`(experts·width)`) under `vb` and keeps `1 + w` (f32).
+    pub fn load(vb: &VarBuilder, width: usize, experts: usize) -> Result<Self> {
+        let w = vb.get_with_hints_dtype(experts * width, "weight", Init::Const(0.0), DType::F32)?;
         Ok(Self {
-            scale,
+            scale: (w + 1.0)?,
             width,
             experts,
         })

@@ -39,6 +39,7 @@ use cadence_kernels::fp8::QUANTISE_TEMPORARY_BYTES;
 use candle_core::DType;
 
 use crate::config::{Activation, DitConfig};
+use crate::dit::{layer_prefix, LAYERS};
 use crate::layer::TOKEN_CHUNK;
 use crate::precision::{LoadOptions, WeightFormat};
 use crate::weights::{expected_tensors, gemm_weights, ROPE_BANDS};
@@ -85,12 +86,12 @@ pub fn weight_split(config: &DitConfig, options: &LoadOptions) -> WeightSplit {
     };
     let layers: Vec<u64> = (0..config.num_layers)
         .map(|i| {
-            let prefix = format!("block.layers.{i}.");
+            let prefix = format!("{}.", layer_prefix(i));
             of(&|name: &str| name.starts_with(&prefix))
         })
         .collect();
     WeightSplit {
-        non_layer: of(&|name: &str| !name.starts_with("block.layers.") && name != ROPE_BANDS),
+        non_layer: of(&|name: &str| !name.starts_with(&format!("{LAYERS}.")) && name != ROPE_BANDS),
         layers: layers.iter().sum(),
         largest_layer: layers.iter().copied().max().unwrap_or(0),
         rope_bands: of(&|name: &str| name == ROPE_BANDS),

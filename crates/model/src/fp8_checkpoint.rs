@@ -19,15 +19,16 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 
+use cadence_core::var_builder::var_builder;
 use cadence_core::{Checkpoint, Error, Result, WeightSource};
 use cadence_kernels::fp8::{scale_key, SCALE_SUFFIX};
 use cadence_kernels::LinearWeight;
 
 use crate::config::DitConfig;
-use crate::dit::CONFIG_FILE;
+use crate::dit::{layer_prefix, CONFIG_FILE, LAYERS};
 use crate::precision::{load_linear, WeightFormat};
 use crate::variant::DitVariant;
-use crate::weights::{accepted_tensors, gemm_weights, layer_key, EMBEDDERS, HEADS, ROPE_BANDS};
+use crate::weights::{accepted_tensors, expected_tensors, gemm_weights, ROPE_BANDS};
 
 /// `metadata.format` of the index of an FP8 checkpoint.
 pub const FORMAT: &str = "cadence-dit-fp8-e4m3-per-channel";
@@ -42,23 +43,28 @@ pub fn write_fp8_checkpoint(
     config.validate()?;
     source.verify("", &accepted_tensors(config))?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let gemms: Vec<String> = gemm_weights(config).into_iter().map(|s| s.name).collect();
+    let gemms: HashMap<String, Vec<usize>> = gemm_weights(config)
+        .into_iter()
+        .map(|s| (s.name, s.shape))
+        .collect();
     let cpu = Device::Cpu;
+    let vb = var_builder(source, DType::BF16, &cpu);
 
-    let mut outer: Vec<&str> = EMBEDDERS.iter().flat_map(|(w, b)| [*w, *b]).collect();
-    outer.extend(HEADS.iter().flat_map(|(n, l)| [*n, *l]));
-    if source.contains(ROPE_BANDS) {
-        outer.push(ROPE_BANDS);
-    }
-    let mut shards: Vec<Vec<String>> = vec![outer.into_iter().map(String::from).collect()];
+    // The first shard holds every tensor outside the layers (the rope bands if stored).
+    let outer: Vec<String> = expected_tensors(config)
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|n| !n.starts_with(&format!("{LAYERS}.")))
+        .filter(|n| n != ROPE_BANDS || source.contains(ROPE_BANDS))
+        .collect();
+    let mut shards: Vec<Vec<String>> = vec![outer];
     for i in 0..config.num_layers {
-        let prefix = layer_key(i, "");
-        let prefix = prefix.trim_end_matches(".weight");
+        let prefix = format!("{}.", layer_prefix(i));
         shards.push(
             source
                 .keys()
                 .into_iter()
-                .filter(|k| k.starts_with(prefix) && !k.ends_with(SCALE_SUFFIX))
+                .filter(|k| k.starts_with(&prefix) && !k.ends_with(SCALE_SUFFIX))
                 .collect(),
         );
     }
@@ -71,9 +77,11 @@ pub fn write_fp8_checkpoint(
         let name = format!("model-{:05}-of-{total:05}.safetensors", n + 1);
         let mut tensors = HashMap::new();
         for key in keys {
-            if gemms.contains(key) {
+            if let Some(shape) = gemms.get(key) {
+                let under = vb.pp(key.trim_end_matches(".weight"));
+                let shape = (shape[0], shape[1]);
                 let LinearWeight::Fp8 { weight, .. } =
-                    load_linear(source, key, DType::BF16, WeightFormat::FP8, &cpu)?
+                    load_linear(&under, shape, DType::BF16, WeightFormat::FP8)?
                 else {
                     return Err(Error::Config(format!("{key}: expected an FP8 weight")));
                 };

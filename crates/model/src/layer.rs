@@ -17,9 +17,10 @@
 //! Splitting per-token work changes no value: each row is computed by the same operations
 //! (FP8 per-tensor activation scales become per piece, see [`cadence_kernels::fp8::Scaling`]).
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
+use candle_nn::VarBuilder;
 
-use cadence_core::{trace, Result, WeightSource};
+use cadence_core::{trace, Result};
 use cadence_kernels::activation::{gelu7, swiglu7};
 use cadence_kernels::attention::gate_heads;
 use cadence_kernels::rope::apply_rope;
@@ -29,7 +30,6 @@ use crate::config::{Activation, DitConfig, LayerSpec};
 use crate::experts::{ExpertLinear, ExpertNorm};
 use crate::packing::ModalitySpans;
 use crate::precision::LoadOptions;
-use crate::weights::layer_key;
 
 /// Tokens per piece of the per-token work of a layer (module docs): large enough that the
 /// GEMMs stay efficient (M = 4096 rows), small enough that the pieces' temporaries stay a few
@@ -82,21 +82,21 @@ cadence_core::tensor_tree!(TransformerLayer {
 });
 
 impl TransformerLayer {
-    /// Loads layer `index`: GEMM weights dense in the compute dtype or FP8 (`options`), norms
-    /// in f32.
+    /// Loads layer `index` from `vb` (the layer's `block.layers.{index}` prefix): GEMM weights
+    /// dense in the compute dtype or FP8 (`options`), norms in f32. Each weight's key and shape
+    /// (per expert) is stated here and nowhere else.
     pub fn load(
-        ckpt: &dyn WeightSource,
+        vb: &VarBuilder,
         config: &DitConfig,
         index: usize,
         options: &LoadOptions,
-        device: &Device,
     ) -> Result<Self> {
         let spec = config.layer(index);
         let e = spec.experts;
         let compute = options.compute;
-        let linear =
-            |name: &str| ExpertLinear::load(ckpt, &layer_key(index, name), e, options, device);
-        let norm = |name: &str| ExpertNorm::load(ckpt, &layer_key(index, name), e, device);
+        let (hid, head_dim) = (config.hidden_size, config.head_dim);
+        let linear = |name: &str, shape| ExpertLinear::load(&vb.pp(name), shape, e, options);
+        let norm = |name: &str, width| ExpertNorm::load(&vb.pp(name), width, e);
         Ok(Self {
             index,
             spec,
@@ -105,16 +105,19 @@ impl TransformerLayer {
             head_dim: config.head_dim,
             gated: config.enable_attn_gating,
             compute,
-            attn_norm: norm("attention.pre_norm")?,
-            qkv: linear("attention.linear_qkv")?,
-            q_norm: norm("attention.q_norm")?,
-            k_norm: norm("attention.k_norm")?,
-            proj: linear("attention.linear_proj")?,
-            mlp_norm: norm("mlp.pre_norm")?,
-            up: linear("mlp.up_gate_proj")?,
-            down: linear("mlp.down_proj")?,
+            attn_norm: norm("attention.pre_norm", hid)?,
+            qkv: linear("attention.linear_qkv", (config.qkv_features(), hid))?,
+            q_norm: norm("attention.q_norm", head_dim)?,
+            k_norm: norm("attention.k_norm", head_dim)?,
+            proj: linear(
+                "attention.linear_proj",
+                (hid, config.num_heads_q() * head_dim),
+            )?,
+            mlp_norm: norm("mlp.pre_norm", hid)?,
+            up: linear("mlp.up_gate_proj", (spec.up_features(), hid))?,
+            down: linear("mlp.down_proj", (hid, spec.intermediate))?,
             post_norms: if spec.post_norm {
-                Some((norm("attn_post_norm")?, norm("mlp_post_norm")?))
+                Some((norm("attn_post_norm", hid)?, norm("mlp_post_norm", hid)?))
             } else {
                 None
             },
@@ -343,8 +346,9 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (len, 64), &Device::Cpu).unwrap();
         for i in 0..2 {
             let options = LoadOptions::dense(DType::F32);
-            let mut layer =
-                TransformerLayer::load(&weights, &config, i, &options, &Device::Cpu).unwrap();
+            let vb = cadence_core::var_builder::var_builder(&weights, DType::F32, &Device::Cpu);
+            let vb = vb.pp(crate::dit::layer_prefix(i));
+            let mut layer = TransformerLayer::load(&vb, &config, i, &options).unwrap();
             let whole = layer.forward(&x, &ctx).unwrap();
             layer.token_chunk = 5;
             let pieces = layer.forward(&x, &ctx).unwrap();

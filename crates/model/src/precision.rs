@@ -14,10 +14,11 @@
 //! their scales (`<key>` as F8_E4M3, `<key>_scale` as f32); they are used as stored, or
 //! dequantised when the model is loaded dense.
 
-use candle_core::{DType, Device};
+use candle_core::DType;
+use candle_nn::{Init, VarBuilder};
 
-use cadence_core::{Error, Result, WeightSource};
-use cadence_kernels::fp8::{scale_key, Fp8Matrix, Scaling};
+use cadence_core::{Error, Result};
+use cadence_kernels::fp8::{Fp8Matrix, Scaling, SCALE_SUFFIX};
 use cadence_kernels::LinearWeight;
 
 /// How the block's GEMM weights are held.
@@ -76,48 +77,42 @@ impl LoadOptions {
     }
 }
 
-/// Reads the GEMM weight `key` in `format`: a stored FP8 weight (with its `_scale` tensor) as
-/// stored, or dequantised to `compute` for a dense model; a dense stored weight as is, or
-/// quantised per output channel.
+/// Reads the `(out, in)` GEMM weight `weight` under `vb` in `format`: a stored FP8 weight (with
+/// its `weight_scale` tensor) as stored, or dequantised to `compute` for a dense model; a dense
+/// stored weight as is, or quantised per output channel.
 pub fn load_linear(
-    ckpt: &dyn WeightSource,
-    key: &str,
+    vb: &VarBuilder,
+    shape: (usize, usize),
     compute: DType,
     format: WeightFormat,
-    device: &Device,
 ) -> Result<LinearWeight> {
-    let context = |e: candle_core::Error| Error::Checkpoint {
-        path: ckpt.describe().into(),
-        message: format!("tensor {key}: {e}"),
+    const WEIGHT: &str = "weight";
+    let scale = format!("{WEIGHT}{SCALE_SUFFIX}");
+    let context = |e: candle_core::Error| {
+        Error::InvalidInput(format!("tensor {}.{WEIGHT}: {e}", vb.prefix()))
     };
-    let stored_fp8 = ckpt.contains(&scale_key(key));
-    Ok(match (format, stored_fp8) {
-        (WeightFormat::Dense, false) => LinearWeight::Dense(ckpt.load(key, compute, device)?),
+    let dense = || vb.get_with_hints_dtype(shape, WEIGHT, Init::Const(0.0), compute);
+    // A stored FP8 weight: e4m3 `(out, in)` and its f32 `(out,)` scale.
+    let stored = || -> Result<Fp8Matrix> {
+        let data = vb.get_with_hints_dtype(shape, WEIGHT, Init::Const(0.0), DType::F8E4M3)?;
+        let scale = vb.get_with_hints_dtype(shape.0, &scale, Init::Const(0.0), DType::F32)?;
+        Fp8Matrix::from_parts(data, scale, shape.1).map_err(context)
+    };
+    Ok(match (format, vb.contains_tensor(&scale)) {
+        (WeightFormat::Dense, false) => LinearWeight::Dense(dense()?),
         (WeightFormat::Dense, true) => LinearWeight::Dense(
-            read_fp8(ckpt, key, device)?
+            stored()?
                 .dequantize()
                 .and_then(|w| w.to_dtype(compute))
                 .map_err(context)?,
         ),
         (WeightFormat::Fp8 { activations }, true) => LinearWeight::Fp8 {
-            weight: read_fp8(ckpt, key, device)?,
+            weight: stored()?,
             activations,
         },
         (WeightFormat::Fp8 { activations }, false) => LinearWeight::Fp8 {
-            weight: Fp8Matrix::quantize_weight(&ckpt.load(key, compute, device)?)
-                .map_err(context)?,
+            weight: Fp8Matrix::quantize_weight(&dense()?).map_err(context)?,
             activations,
         },
-    })
-}
-
-/// A stored FP8 weight: `key` (F8_E4M3, `(out, in)`) and `key_scale` (f32, `(out,)`).
-fn read_fp8(ckpt: &dyn WeightSource, key: &str, device: &Device) -> Result<Fp8Matrix> {
-    let data = ckpt.load(key, DType::F8E4M3, device)?;
-    let scale = ckpt.load(&scale_key(key), DType::F32, device)?;
-    let cols = data.dim(1)?;
-    Fp8Matrix::from_parts(data, scale, cols).map_err(|e| Error::Checkpoint {
-        path: ckpt.describe().into(),
-        message: format!("FP8 tensor {key}: {e}"),
     })
 }

@@ -6,12 +6,14 @@
 //! `cargo test --release -p cadence-model --test fp8_real_size -- --ignored --nocapture`.
 
 use cadence_core::compare::diff;
+use cadence_core::var_builder::var_builder;
 use cadence_core::{trace, RandomWeights, TensorSpec};
 use cadence_kernels::fp8::accuracy::{
     gemm_error_bound, gemm_rel_l2_bound, propagate, ResidualBranch, BRANCH_REL_L2,
 };
 use cadence_kernels::fp8::{Fp8Matrix, Scaling};
 use cadence_kernels::{linear, LinearWeight};
+use cadence_model::dit::layer_prefix;
 use cadence_model::layer::{LayerContext, TransformerLayer};
 use cadence_model::packing::{coords, PackingConfig, TokenLayout};
 use cadence_model::rope::{default_bands, rope_table};
@@ -109,7 +111,8 @@ fn layer(config: &DitConfig, index: usize, options: &LoadOptions) -> Transformer
         .filter(|s| s.name.starts_with(&prefix))
         .collect();
     let weights = RandomWeights::seeded(&specs, "", 31 + index as u64);
-    TransformerLayer::load(&weights, config, index, options, &Device::Cpu).unwrap()
+    let vb = var_builder(&weights, DType::F32, &Device::Cpu).pp(layer_prefix(index));
+    TransformerLayer::load(&vb, config, index, options).unwrap()
 }
 
 #[test]

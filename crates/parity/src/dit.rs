@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use crate::fixtures::{expect_exact, tensor, Case, Tolerance};
 use cadence_core::trace::{self, Recorded};
-use cadence_core::{Checkpoint, Error, Result};
+use cadence_core::var_builder::var_builder;
+use cadence_core::{Checkpoint, Error, Result, WeightSource};
 use cadence_kernels::activation::{gelu7, swiglu7};
 use cadence_kernels::AttentionMask;
 
@@ -453,8 +454,18 @@ fn check_activations(case: &Case, device: &Device) -> Result<()> {
     let spans = ModalitySpans::new(sizes.try_into().map_err(|_| {
         Error::Config(format!("{}: in.norm_group_sizes needs 3 values", case.name))
     })?);
-    let single = ExpertNorm::load(&ckpt, "norm_single.weight", 1, device)?;
-    let multi = ExpertNorm::load(&ckpt, "norm_multi.weight", experts, device)?;
+    // Each norm's width per expert, from its stored length.
+    let vb = var_builder(&ckpt, DType::F32, device);
+    let norm = |name: &str, experts: usize| -> Result<ExpertNorm> {
+        let key = format!("{name}.weight");
+        let len = ckpt
+            .shape(&key)
+            .and_then(|s| s.first().copied())
+            .ok_or_else(|| Error::InvalidInput(format!("{}: no 1-D {key}", case.name)))?;
+        ExpertNorm::load(&vb.pp(name), len / experts.max(1), experts)
+    };
+    let single = norm("norm_single", 1)?;
+    let multi = norm("norm_multi", experts)?;
     let mut produced = BTreeMap::new();
     for name in io.keys().filter(|n| n.starts_with("out.")) {
         let t = match name.as_str() {
