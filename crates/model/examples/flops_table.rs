@@ -4,7 +4,7 @@
 //! `cargo run --release -p cadence-model --example flops_table -- [TFLOP/s] [text tokens]`
 
 use cadence_model::flops::forward_flops;
-use cadence_model::packing::ranges::local_attention_mask;
+use cadence_model::packing::local_attention_mask;
 use cadence_model::packing::TokenLayout;
 use cadence_model::DitConfig;
 

@@ -85,7 +85,7 @@ pub fn forward_flops(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packing::ranges::local_attention_mask;
+    use crate::packing::local_attention_mask;
 
     #[test]
     fn active_parameters_match_the_model_card() {

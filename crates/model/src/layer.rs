@@ -335,8 +335,7 @@ mod tests {
         };
         let len = layout.len();
         let spans = layout.spans();
-        let coords =
-            crate::packing::coords::coords(&layout, &crate::packing::PackingConfig::base());
+        let coords = crate::packing::coords(&layout, &crate::packing::PackingConfig::base());
         let rope = rope_table(&coords, &default_bands(config.rope_bands()), &Device::Cpu).unwrap();
         let ctx = LayerContext {
             spans: &spans,

@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 
 use cadence_core::{Error, Result};
 
-use crate::packing::coords::COLUMNS;
+use crate::packing::COORD_COLUMNS;
 
 /// Base of the geometric frequency ladder.
 const TEMPERATURE: f32 = 10000.0;
@@ -24,17 +24,17 @@ pub fn default_bands(num_bands: usize) -> Vec<f32> {
 
 /// The `(L, 6B)` rope table for `(L, 9)` coordinates (row-major) and `B` bands, on `device`.
 pub fn rope_table(coords: &[f32], bands: &[f32], device: &Device) -> Result<Tensor> {
-    if !coords.len().is_multiple_of(COLUMNS) {
+    if !coords.len().is_multiple_of(COORD_COLUMNS) {
         return Err(Error::InvalidInput(format!(
-            "coordinates hold {} values, not a multiple of {COLUMNS}",
+            "coordinates hold {} values, not a multiple of {COORD_COLUMNS}",
             coords.len()
         )));
     }
     let b = bands.len();
-    let tokens = coords.len() / COLUMNS;
+    let tokens = coords.len() / COORD_COLUMNS;
     let mut table = vec![0f32; tokens * 6 * b];
     for (n, (c, row)) in coords
-        .chunks_exact(COLUMNS)
+        .chunks_exact(COORD_COLUMNS)
         .zip(table.chunks_exact_mut(6 * b))
         .enumerate()
     {

@@ -123,7 +123,7 @@ fn real_size_layers_fp8_against_bf16() {
     let len = layout.len();
     let spans = layout.spans();
     let rope = rope_table(
-        &coords::coords(&layout, &PackingConfig::base()),
+        &coords(&layout, &PackingConfig::base()),
         &default_bands(config.rope_bands()),
         &Device::Cpu,
     )

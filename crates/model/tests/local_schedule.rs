@@ -3,7 +3,7 @@
 //! 1080p super-resolution layout checked against the arithmetic of kernels/ATTENTION_NOTES.md.
 
 use cadence_kernels::attention::schedule::TileSchedule;
-use cadence_model::packing::ranges::local_attention_mask;
+use cadence_model::packing::local_attention_mask;
 use cadence_model::packing::TokenLayout;
 
 /// A layout with a token grid of `rows` x `cols` per frame.

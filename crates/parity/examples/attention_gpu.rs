@@ -27,7 +27,7 @@ use cadence_kernels::attention::schedule::TileSchedule;
 use cadence_kernels::attention::{attention, attention_with, AttentionKernel, AttentionOptions};
 use cadence_kernels::dispatch::{with_poisoned_outputs, KernelChoice};
 use cadence_kernels::AttentionMask;
-use cadence_model::packing::ranges::local_attention_mask;
+use cadence_model::packing::local_attention_mask;
 use cadence_model::packing::TokenLayout;
 use cadence_parity::fixtures::{cases_of, Case};
 use candle_core::cuda_backend::cudarc::driver::sys::CUevent_flags;

@@ -19,7 +19,7 @@ use cadence_kernels::AttentionMask;
 
 use cadence_model::config::DitConfig;
 use cadence_model::experts::ExpertNorm;
-use cadence_model::packing::{self, coords, ModalitySpans, Packed, PackingConfig, TokenLayout};
+use cadence_model::packing::{self, ModalitySpans, Packed, PackingConfig, TokenLayout};
 use cadence_model::rope::{default_bands, rope_table};
 use cadence_model::DitModel;
 
@@ -176,7 +176,11 @@ fn packing_tensors(packed: &Packed) -> Result<BTreeMap<String, Tensor>> {
     out.insert("mid.token_sequence".to_string(), packed.tokens.clone());
     out.insert(
         "mid.coords_mapping".to_string(),
-        Tensor::from_vec(packed.coords.clone(), (len, coords::COLUMNS), &Device::Cpu)?,
+        Tensor::from_vec(
+            packed.coords.clone(),
+            (len, packing::COORD_COLUMNS),
+            &Device::Cpu,
+        )?,
     );
     let ids: Vec<i64> = packed
         .layout
@@ -396,12 +400,12 @@ fn check_rope(case: &Case, device: &Device) -> Result<()> {
                 audio: field("audio_len"),
                 text: field("text_len"),
             };
-            let c = coords::coords(&layout, &packing);
+            let c = packing::coords(&layout, &packing);
             let ids: Vec<i64> = layout.spans().ids().into_iter().map(i64::from).collect();
             let suffix = format!("{layout_name}_{style}");
             produced.insert(
                 format!("in.coords_{suffix}"),
-                Tensor::from_vec(c, (layout.len(), coords::COLUMNS), &Device::Cpu)?,
+                Tensor::from_vec(c, (layout.len(), packing::COORD_COLUMNS), &Device::Cpu)?,
             );
             produced.insert(
                 format!("mid.modality_{suffix}"),

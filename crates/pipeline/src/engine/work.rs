@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use cadence_core::Result;
 use cadence_model::flops::{attended_pairs, forward_flops};
-use cadence_model::packing::ranges::local_attention_mask;
+use cadence_model::packing::local_attention_mask;
 use cadence_model::packing::TokenLayout;
 use cadence_text::{LayerKind, TextEncoderConfig};
 
