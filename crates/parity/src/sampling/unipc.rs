@@ -8,7 +8,7 @@ use crate::fixtures::Case;
 use cadence_core::{Error, Result};
 
 use super::common::{compare, f32_tensor, i64_tensor, json, tol_at, Io, Tol};
-use cadence_pipeline::scheduler::{DistilledScheduler, FlowSchedule, FlowUniPc};
+use cadence_pipeline::scheduler::{DistilledScheduler, FlowSchedule, FlowUniPc, Solver};
 use cadence_pipeline::ReplayNoise;
 
 /// A schedule listed in case.json (`schedules.sN_shiftS`).
@@ -206,7 +206,7 @@ pub(super) fn check_case(case: &Case, device: &Device) -> Result<()> {
         let draws = io.input(&format!("in.{p}.noise"))?;
         let steps = velocities.dim(0)?;
         let l = schedule_for(&listed, steps, None)?;
-        let scheduler = DistilledScheduler::new(FlowSchedule::new(steps, l.shift)?);
+        let mut scheduler = DistilledScheduler::new(FlowSchedule::new(steps, l.shift)?);
         let mut noise = ReplayNoise::new(
             (0..steps)
                 .map(|i| draws.get(i))

@@ -28,11 +28,13 @@ impl DistilledScheduler {
     pub fn schedule(&self) -> &FlowSchedule {
         &self.schedule
     }
+}
 
-    /// The sample at step `index + 1` from the velocity at step `index`; draws one standard
-    /// normal tensor of the sample's shape from `noise`.
-    pub fn step(
-        &self,
+/// The sample at step `index + 1` from the velocity at step `index`; draws one standard normal
+/// tensor of the sample's shape from `noise`.
+impl Solver for DistilledScheduler {
+    fn step(
+        &mut self,
         index: usize,
         velocity: &Tensor,
         sample: &Tensor,
@@ -58,17 +60,5 @@ impl DistilledScheduler {
         // (1 - sigma) is formed in f32, as the reference does with its f32 sigma table.
         let keep = f64::from(1.0f32 - sigma_next);
         Ok((draw.affine(f64::from(sigma_next), 0.0)? + clean.affine(keep, 0.0)?)?)
-    }
-}
-
-impl Solver for DistilledScheduler {
-    fn step(
-        &mut self,
-        index: usize,
-        velocity: &Tensor,
-        sample: &Tensor,
-        noise: &mut dyn NoiseSource,
-    ) -> Result<Tensor> {
-        DistilledScheduler::step(self, index, velocity, sample, noise)
     }
 }
