@@ -85,6 +85,25 @@ impl OutputHead {
     }
 }
 
+/// Loads the transformer layers under `vb` in order, handing each to `each` as it is built (the
+/// key recorder drops them one by one, so it never holds more than one layer's norm scales).
+pub(crate) fn load_layers(
+    vb: &VarBuilder,
+    c: &DitConfig,
+    options: &LoadOptions,
+    mut each: impl FnMut(TransformerLayer),
+) -> Result<()> {
+    for i in 0..c.num_layers {
+        each(TransformerLayer::load(
+            &vb.pp(layer_prefix(i)),
+            c,
+            i,
+            options,
+        )?);
+    }
+    Ok(())
+}
+
 /// Everything outside the transformer layers: the input embedders, the rope bands and the
 /// output heads, all f32.
 pub(crate) struct Outer {
@@ -212,9 +231,8 @@ impl DitModel {
             video_head,
             audio_head,
         } = Outer::load(&vb, &config)?;
-        let layers = (0..config.num_layers)
-            .map(|i| TransformerLayer::load(&vb.pp(layer_prefix(i)), &config, i, options))
-            .collect::<Result<Vec<_>>>()?;
+        let mut layers = Vec::with_capacity(config.num_layers);
+        load_layers(&vb, &config, options, |layer| layers.push(layer))?;
         Ok(Self {
             config,
             compute,

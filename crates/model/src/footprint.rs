@@ -42,7 +42,7 @@ use crate::config::{Activation, DitConfig};
 use crate::dit::{layer_prefix, LAYERS};
 use crate::layer::TOKEN_CHUNK;
 use crate::precision::{LoadOptions, WeightFormat};
-use crate::weights::{expected_tensors, gemm_weights, ROPE_BANDS};
+use crate::weights::{expected_tensors, is_gemm, ROPE_BANDS};
 
 /// Bytes of the temporaries of an FP8 activation quantisation (a bounded slice at a time).
 const FP8_QUANTISE_TEMPORARIES: u64 = QUANTISE_TEMPORARY_BYTES as u64;
@@ -68,10 +68,9 @@ pub struct WeightSplit {
 
 /// [`weight_bytes`] split into the parts [`WeightSplit`] names.
 pub fn weight_split(config: &DitConfig, options: &LoadOptions) -> WeightSplit {
-    let gemms = gemm_weights(config);
     let bytes = |s: &cadence_core::TensorSpec| -> u64 {
         let elements = s.shape.iter().product::<usize>() as u64;
-        if !gemms.iter().any(|g| g.name == s.name) {
+        if !is_gemm(s) {
             return 4 * elements;
         }
         let (rows, cols) = (s.shape[0] as u64, s.shape[1] as u64);
@@ -90,8 +89,9 @@ pub fn weight_split(config: &DitConfig, options: &LoadOptions) -> WeightSplit {
             of(&|name: &str| name.starts_with(&prefix))
         })
         .collect();
+    let in_layers = format!("{LAYERS}.");
     WeightSplit {
-        non_layer: of(&|name: &str| !name.starts_with(&format!("{LAYERS}.")) && name != ROPE_BANDS),
+        non_layer: of(&|name: &str| !name.starts_with(&in_layers) && name != ROPE_BANDS),
         layers: layers.iter().sum(),
         largest_layer: layers.iter().copied().max().unwrap_or(0),
         rope_bands: of(&|name: &str| name == ROPE_BANDS),

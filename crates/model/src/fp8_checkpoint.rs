@@ -28,7 +28,7 @@ use crate::config::DitConfig;
 use crate::dit::{layer_prefix, CONFIG_FILE, LAYERS};
 use crate::precision::{load_linear, WeightFormat};
 use crate::variant::DitVariant;
-use crate::weights::{accepted_tensors, expected_tensors, gemm_weights, ROPE_BANDS};
+use crate::weights::{accepted_tensors, expected_tensors, gemm_weights, is_gemm, ROPE_BANDS};
 
 /// `metadata.format` of the index of an FP8 checkpoint.
 pub const FORMAT: &str = "cadence-dit-fp8-e4m3-per-channel";
@@ -43,18 +43,21 @@ pub fn write_fp8_checkpoint(
     config.validate()?;
     source.verify("", &accepted_tensors(config))?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let gemms: HashMap<String, Vec<usize>> = gemm_weights(config)
-        .into_iter()
-        .map(|s| (s.name, s.shape))
+    let expected = expected_tensors(config);
+    let gemms: HashMap<&str, &[usize]> = expected
+        .iter()
+        .filter(|s| is_gemm(s))
+        .map(|s| (s.name.as_str(), s.shape.as_slice()))
         .collect();
     let cpu = Device::Cpu;
     let vb = var_builder(source, DType::BF16, &cpu);
 
     // The first shard holds every tensor outside the layers (the rope bands if stored).
-    let outer: Vec<String> = expected_tensors(config)
-        .into_iter()
-        .map(|s| s.name)
-        .filter(|n| !n.starts_with(&format!("{LAYERS}.")))
+    let in_layers = format!("{LAYERS}.");
+    let outer: Vec<String> = expected
+        .iter()
+        .map(|s| s.name.clone())
+        .filter(|n| !n.starts_with(&in_layers))
         .filter(|n| n != ROPE_BANDS || source.contains(ROPE_BANDS))
         .collect();
     let mut shards: Vec<Vec<String>> = vec![outer];
@@ -77,7 +80,7 @@ pub fn write_fp8_checkpoint(
         let name = format!("model-{:05}-of-{total:05}.safetensors", n + 1);
         let mut tensors = HashMap::new();
         for key in keys {
-            if let Some(shape) = gemms.get(key) {
+            if let Some(shape) = gemms.get(key.as_str()) {
                 let under = vb.pp(key.trim_end_matches(".weight"));
                 let shape = (shape[0], shape[1]);
                 let LinearWeight::Fp8 { weight, .. } =

@@ -12,8 +12,7 @@ use cadence_kernels::fp8::scale_key;
 use candle_core::DType;
 
 use crate::config::DitConfig;
-use crate::dit::{layer_prefix, Outer, LAYERS};
-use crate::layer::TransformerLayer;
+use crate::dit::{load_layers, Outer, LAYERS};
 use crate::precision::LoadOptions;
 
 /// Key of the rope frequency buffer (non-learned; recomputed when absent).
@@ -32,50 +31,52 @@ pub const GEMM_DTYPES: &[DType] = &[
 /// requests, plus the optional rope bands.
 pub fn expected_tensors(c: &DitConfig) -> Vec<TensorSpec> {
     let dense = LoadOptions::dense(DType::F32);
-    // Each layer is dropped as soon as it is recorded, so recording holds one layer's norm
-    // scales at a time. The recorder serves every request and declines every optional tensor,
-    // so recording a parsed (validated) config cannot fail: a failure is a bug in the loader.
+    // The recorder serves every request and declines every optional tensor, so recording a
+    // parsed (validated) config cannot fail: a failure is a bug in the loader.
     let mut specs = record_specs(|vb| {
         Outer::load(&vb, c)?;
-        for i in 0..c.num_layers {
-            TransformerLayer::load(&vb.pp(layer_prefix(i)), c, i, &dense)?;
-        }
-        Ok(())
+        load_layers(&vb, c, &dense, drop)
     })
     .expect("recording the DiT's tensors cannot fail");
     specs.push(TensorSpec::optional(ROPE_BANDS, [c.rope_bands()]));
     specs
 }
 
-/// The GEMM weights of the transformer layers, `(experts·out, in)` each: the tensors an FP8
-/// checkpoint stores in e4m3 with a per-row scale. Every matrix of a layer is one (its other
-/// tensors are norm vectors).
+/// Whether `spec` is a GEMM weight of a transformer layer, `(experts·out, in)`: the tensors an
+/// FP8 checkpoint stores in e4m3 with a per-row scale. Every matrix of a layer is one (its
+/// other tensors are norm vectors).
+pub fn is_gemm(spec: &TensorSpec) -> bool {
+    spec.shape.len() == 2
+        && spec
+            .name
+            .strip_prefix(LAYERS)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// The GEMM weights of the transformer layers ([`is_gemm`]).
 pub fn gemm_weights(c: &DitConfig) -> Vec<TensorSpec> {
-    expected_tensors(c)
-        .into_iter()
-        .filter(|s| s.name.starts_with(&format!("{LAYERS}.")) && s.shape.len() == 2)
-        .collect()
+    expected_tensors(c).into_iter().filter(is_gemm).collect()
 }
 
 /// Every tensor a checkpoint of this model may hold: [`expected_tensors`] (GEMM weights in a
 /// float type or e4m3) plus, for each GEMM weight stored in FP8, its `(out,)` scale vector
 /// (`<key>_scale`).
 pub fn accepted_tensors(c: &DitConfig) -> Vec<TensorSpec> {
-    let gemms = gemm_weights(c);
-    let mut specs: Vec<TensorSpec> = expected_tensors(c)
+    let expected = expected_tensors(c);
+    let scales: Vec<TensorSpec> = expected
+        .iter()
+        .filter(|s| is_gemm(s))
+        .map(|s| TensorSpec::optional(scale_key(&s.name), [s.shape[0]]))
+        .collect();
+    expected
         .into_iter()
         .map(|s| {
-            if gemms.iter().any(|g| g.name == s.name) {
+            if is_gemm(&s) {
                 s.stored_as(GEMM_DTYPES)
             } else {
                 s
             }
         })
-        .collect();
-    specs.extend(
-        gemms
-            .into_iter()
-            .map(|s| TensorSpec::optional(scale_key(&s.name), [s.shape[0]])),
-    );
-    specs
+        .chain(scales)
+        .collect()
 }

@@ -114,9 +114,9 @@ impl TextEncoderConfig {
     /// from the encoder's own constructor (which states each key and shape once) without
     /// allocating any weight.
     pub fn tensor_specs(&self) -> Vec<TensorSpec> {
-        // The recorder serves every request and the constructor computes nothing, so recording
-        // cannot fail; a failure would be a bug in the constructor, not bad input.
-        record_specs(|vb| crate::encoder::Weights::load(&vb, self))
+        // The recorder serves every request, so recording a validated config cannot fail; a
+        // failure would be a bug in the constructor, not bad input.
+        record_specs(|vb| crate::encoder::Weights::load_each(&vb, self, drop).map(drop))
             .expect("recording the encoder's tensors cannot fail")
     }
 

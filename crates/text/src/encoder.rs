@@ -51,13 +51,28 @@ pub(crate) struct Weights {
 impl Weights {
     /// Loads `embed_tokens.weight`, `layers.{i}.*` and `norm.weight` under `vb`.
     pub(crate) fn load(vb: &VarBuilder, cfg: &TextEncoderConfig) -> Result<Self> {
+        let mut layers = Vec::with_capacity(cfg.num_layers());
+        let (embed_tokens, final_norm) = Self::load_each(vb, cfg, |layer| layers.push(layer))?;
         Ok(Self {
-            embed_tokens: vb.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?,
-            layers: (0..cfg.num_layers())
-                .map(|i| EncoderLayer::load(&vb.pp(format!("layers.{i}")), i, cfg))
-                .collect::<Result<_>>()?,
-            final_norm: GemmaRmsNorm::load(&vb.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps)?,
+            embed_tokens,
+            layers,
+            final_norm,
         })
+    }
+
+    /// [`Self::load`], handing each layer to `each` as it is built (the key recorder drops them
+    /// one by one, so it never holds more than one layer's norm scales).
+    pub(crate) fn load_each(
+        vb: &VarBuilder,
+        cfg: &TextEncoderConfig,
+        mut each: impl FnMut(EncoderLayer),
+    ) -> Result<(Tensor, GemmaRmsNorm)> {
+        let embed_tokens = vb.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
+        for i in 0..cfg.num_layers() {
+            each(EncoderLayer::load(&vb.pp(format!("layers.{i}")), i, cfg)?);
+        }
+        let final_norm = GemmaRmsNorm::load(&vb.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps)?;
+        Ok((embed_tokens, final_norm))
     }
 }
 

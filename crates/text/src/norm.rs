@@ -13,25 +13,25 @@ use cadence_core::Result;
 /// Gemma's RMSNorm over the last dimension (scale `1 + w`).
 #[derive(Debug, Clone)]
 pub struct GemmaRmsNorm {
-    /// The stored `w`, in f32.
-    weight: Tensor,
+    /// `1 + w` in f32.
+    scale: Tensor,
     eps: f64,
 }
-cadence_core::tensor_tree!(GemmaRmsNorm { weight });
+cadence_core::tensor_tree!(GemmaRmsNorm { scale });
 
 impl GemmaRmsNorm {
-    /// Loads `weight` (`[size]`) under `vb`, in f32 whatever the model dtype.
+    /// Loads `weight` (`[size]`) under `vb` and precomputes its `1 + w` scale in f32.
     pub fn load(vb: &VarBuilder, size: usize, eps: f64) -> Result<Self> {
-        let weight = vb.get_with_hints_dtype(size, "weight", Init::Const(0.0), DType::F32)?;
-        Ok(Self { weight, eps })
+        let w = vb.get_with_hints_dtype(size, "weight", Init::Const(0.0), DType::F32)?;
+        Ok(Self {
+            scale: (w + 1.0)?,
+            eps,
+        })
     }
 
     /// Normalises `x` (any leading shape) and returns it in `x`'s dtype.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // `1 + w` is formed here rather than at load, so that loading computes nothing (the
-        // key list is recorded by building the encoder; see `TextEncoderConfig::tensor_specs`).
-        let scale = (&self.weight + 1.0)?;
-        let y = cadence_kernels::norm::rms_norm(x, &scale, self.eps)?;
+        let y = cadence_kernels::norm::rms_norm(x, &self.scale, self.eps)?;
         Ok(y.to_dtype(x.dtype())?)
     }
 }
