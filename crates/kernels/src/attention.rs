@@ -1,13 +1,21 @@
 //! Gated grouped-query attention with an optional key-range mask.
 //!
-//! Shapes follow the packed token stream: `q` is `(L, Hq, D)`, `k` and `v` are `(L, Hk, D)`, and
+//! Shapes follow one token sequence: `q` is `(L, Hq, D)`, `k` and `v` are `(L, Hk, D)`, and
 //! query head `n` reads key/value head `n / (Hq / Hk)` (consecutive blocks). The softmax is
-//! non-causal over all `L` tokens unless a mask restricts which keys a query may see.
+//! non-causal over all `L` tokens unless a mask restricts which keys a query may see. Both
+//! models call it: the DiT on its packed stream, the text encoder once per prompt of a batch
+//! (with its own scale, optional soft-cap and rounding point, see [`AttentionOptions`]).
 //!
 //! Numerics match the reference's FlashAttention call: scores, softmax and the P·V product in
 //! f32; the result is rounded to the inputs' dtype (bf16 in production). The per-head gate,
 //! when given, multiplies that rounded result by `sigmoid(gate)` in f32 and rounds again, which
 //! is exactly the reference's `bf16(bf16(attn) * sigmoid(g))`.
+//!
+//! A masked key's score is the lowest finite f32, not `-inf`, as in PyTorch's additive masks:
+//! a query with no admissible key (a padded prompt position whose window holds only padding)
+//! then averages every value uniformly instead of producing NaN, which would reach real rows
+//! through its key and value in the next layer. Rows with an admissible key are unaffected
+//! (`exp(lowest - max)` is 0).
 //!
 //! Implementations ([`AttentionKernel`]): the candle-op reference below runs on every device;
 //! on CUDA devices of compute capability 9.x (H100, H200) the project's own kernels
@@ -62,10 +70,11 @@ impl AttentionMask {
         mask
     }
 
-    /// Additive mask rows for queries `rows` over `len` keys: 0 where allowed, -inf elsewhere.
+    /// Additive mask rows for queries `rows` over `len` keys: 0 where allowed, the lowest
+    /// finite f32 elsewhere (see the module comment).
     fn additive_rows(&self, rows: Range<usize>, len: usize) -> Result<Tensor> {
         let n = rows.len();
-        let mut add = vec![f32::NEG_INFINITY; n * len];
+        let mut add = vec![f32::MIN; n * len];
         for (q, k) in &self.pairs {
             let (lo, hi) = (q.start.max(rows.start), q.end.min(rows.end));
             for i in lo..hi {
@@ -135,10 +144,33 @@ impl FromStr for AttentionKernel {
 }
 
 /// How [`attention_with`] computes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct AttentionOptions {
     /// The implementation; `None` chooses per call (see [`attention`]).
     pub kernel: Option<AttentionKernel>,
+    /// The factor on `q·k`; `None` is `1/sqrt(D)`. Gemma's `query_pre_attn_scalar^-0.5`
+    /// differs from it. The GPU kernels take only the default.
+    pub scale: Option<f64>,
+    /// `cap · tanh(s / cap)` on the scaled scores, before the mask (Gemma's eager
+    /// attention). Reference only.
+    pub softcap: Option<f64>,
+    /// Whether the reference rounds the probabilities to the inputs' dtype before P·V, as
+    /// PyTorch's SDPA does (the text encoder's target). The GPU kernels always do, as
+    /// FlashAttention does; the DiT's fixtures keep them in f32. No effect on f32 inputs.
+    pub round_probabilities: bool,
+}
+
+impl AttentionOptions {
+    /// Whether only the reference computes these options.
+    fn reference_only(&self) -> Option<&'static str> {
+        if self.scale.is_some() {
+            Some("a score scale other than 1/sqrt(head_dim)")
+        } else if self.softcap.is_some() {
+            Some("a logit soft-cap")
+        } else {
+            None
+        }
+    }
 }
 
 /// Attention output `(L, Hq, D)` in the dtype of `q`.
@@ -174,12 +206,13 @@ pub fn attention_with(
 ) -> Result<Tensor> {
     static ENV_CHOICE: EnvChoice<AttentionKernel> = OnceLock::new();
     let (kernel, strict) = dispatch::resolve(options.kernel, &ENV_CHOICE)?;
-    match kernel {
-        AttentionKernel::Reference => reference_attention(q, k, v, gate, mask),
-        _ => {
-            let poison = dispatch::poisoned_outputs();
-            gpu_attention(kernel, strict, poison, q, k, v, gate, mask)
+    match (kernel, options.reference_only()) {
+        (AttentionKernel::Reference, _) => reference_attention(options, q, k, v, gate, mask),
+        (_, Some(why)) if strict => {
+            candle_core::bail!("the {kernel} attention kernel cannot compute {why}")
         }
+        (_, Some(_)) => reference_attention(options, q, k, v, gate, mask),
+        (_, None) => gpu_attention(options, kernel, strict, q, k, v, gate, mask),
     }
 }
 
@@ -187,9 +220,9 @@ pub fn attention_with(
 #[cfg(feature = "cuda")]
 #[allow(clippy::too_many_arguments)]
 fn gpu_attention(
+    options: &AttentionOptions,
     kernel: AttentionKernel,
     strict: bool,
-    poison_output: bool,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -197,11 +230,11 @@ fn gpu_attention(
     mask: Option<&AttentionMask>,
 ) -> Result<Tensor> {
     match cuda::plan(kernel, q, k, v, mask)? {
-        cuda::Plan::Run(launch) => launch.run(q, k, v, gate, poison_output),
+        cuda::Plan::Run(launch) => launch.run(q, k, v, gate, dispatch::poisoned_outputs()),
         cuda::Plan::Unsupported(why) if strict => {
             candle_core::bail!("the {kernel} attention kernel cannot compute this call: {why}")
         }
-        cuda::Plan::Unsupported(_) => reference_attention(q, k, v, gate, mask),
+        cuda::Plan::Unsupported(_) => reference_attention(options, q, k, v, gate, mask),
     }
 }
 
@@ -209,9 +242,9 @@ fn gpu_attention(
 #[cfg(not(feature = "cuda"))]
 #[allow(clippy::too_many_arguments)]
 fn gpu_attention(
+    options: &AttentionOptions,
     kernel: AttentionKernel,
     strict: bool,
-    _poison_output: bool,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -221,13 +254,14 @@ fn gpu_attention(
     if strict {
         candle_core::bail!("the {kernel} attention kernel needs cadence-kernels' `cuda` feature")
     }
-    reference_attention(q, k, v, gate, mask)
+    reference_attention(options, q, k, v, gate, mask)
 }
 
 /// Bytes of f32 scores one query block may take in the reference implementation.
 const SCORE_BLOCK_BYTES: usize = 256 << 20;
 
 fn reference_attention(
+    options: &AttentionOptions,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -246,7 +280,8 @@ fn reference_attention(
         );
     }
     let group = hq / hk;
-    let scale = 1.0 / (dim as f64).sqrt();
+    let scale = options.scale.unwrap_or(1.0 / (dim as f64).sqrt());
+    let round_probabilities = options.round_probabilities && out_dtype != DType::F32;
     // Head-major layouts: (H, L, D).
     let qh = q.to_dtype(DType::F32)?.transpose(0, 1)?.contiguous()?;
     let kh = k.to_dtype(DType::F32)?.transpose(0, 1)?.contiguous()?;
@@ -262,6 +297,9 @@ fn reference_attention(
         for start in (0..len).step_by(block) {
             let n = block.min(len - start);
             let mut scores = (q_g.narrow(1, start, n)?.broadcast_matmul(&k_t)? * scale)?;
+            if let Some(cap) = options.softcap {
+                scores = ((scores / cap)?.tanh()? * cap)?;
+            }
             if let Some(mask) = mask {
                 scores = scores.broadcast_add(
                     &mask
@@ -269,7 +307,11 @@ fn reference_attention(
                         .to_device(q.device())?,
                 )?;
             }
-            blocks.push(softmax_last_dim(&scores)?.broadcast_matmul(&v_g)?);
+            let mut probs = softmax_last_dim(&scores)?;
+            if round_probabilities {
+                probs = probs.to_dtype(out_dtype)?.to_dtype(DType::F32)?;
+            }
+            blocks.push(probs.broadcast_matmul(&v_g)?);
         }
         heads.push(Tensor::cat(&blocks, 1)?);
     }
@@ -305,12 +347,16 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// Direct evaluation of the definition, one query and head at a time, in f64.
+    /// Direct evaluation of the definition, one query and head at a time, in f64, with the
+    /// scale and soft-cap of `options`.
     fn naive(
         (q, k, v): (&[f32], &[f32], &[f32]),
         (l, hq, hk, d): (usize, usize, usize, usize),
+        options: &AttentionOptions,
         allowed: &dyn Fn(usize, usize) -> bool,
     ) -> Vec<f32> {
+        let scale = options.scale.unwrap_or(1.0 / (d as f64).sqrt());
+        let cap = |s: f64| options.softcap.map_or(s, |c| (s / c).tanh() * c);
         let mut out = vec![0f32; l * hq * d];
         for i in 0..l {
             for h in 0..hq {
@@ -320,12 +366,12 @@ mod tests {
                         if !allowed(i, j) {
                             return f64::NEG_INFINITY;
                         }
-                        (0..d)
+                        cap((0..d)
                             .map(|c| {
                                 q[(i * hq + h) * d + c] as f64 * k[(j * hk + kvh) * d + c] as f64
                             })
                             .sum::<f64>()
-                            / (d as f64).sqrt()
+                            * scale)
                     })
                     .collect();
                 let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -376,9 +422,12 @@ mod tests {
                 .unwrap()
                 .to_vec1::<f32>()
                 .unwrap();
-            let want = naive((&q, &k, &v), (l, hq, hk, d), &|i, j| {
-                m.is_none() || dense[i * l + j]
-            });
+            let want = naive(
+                (&q, &k, &v),
+                (l, hq, hk, d),
+                &Default::default(),
+                &|i, j| m.is_none() || dense[i * l + j],
+            );
             let err = got
                 .iter()
                 .zip(&want)
@@ -386,6 +435,109 @@ mod tests {
                 .fold(0f32, f32::max);
             assert!(err < 1e-5, "max error {err}");
         }
+    }
+
+    #[test]
+    fn scale_and_softcap_follow_the_options_and_gpu_kernels_decline_them() {
+        let (l, hq, hk, d) = (9, 4, 2, 8);
+        let (q, k, v) = (
+            random(l * hq * d, 4),
+            random(l * hk * d, 5),
+            random(l * hk * d, 6),
+        );
+        let dev = Device::Cpu;
+        // Large inputs so the cap bends the scores.
+        let qt = (Tensor::from_vec(q.clone(), (l, hq, d), &dev).unwrap() * 8.0).unwrap();
+        let q8: Vec<f32> = q.iter().map(|x| x * 8.0).collect();
+        let kt = Tensor::from_vec(k.clone(), (l, hk, d), &dev).unwrap();
+        let vt = Tensor::from_vec(v.clone(), (l, hk, d), &dev).unwrap();
+        let options = AttentionOptions {
+            scale: Some(0.3),
+            softcap: Some(1.5),
+            ..Default::default()
+        };
+        let got = attention_with(&options, &qt, &kt, &vt, None, None)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let want = naive((&q8, &k, &v), (l, hq, hk, d), &options, &|_, _| true);
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(err < 1e-5, "max error {err}");
+        let plain = naive(
+            (&q8, &k, &v),
+            (l, hq, hk, d),
+            &Default::default(),
+            &|_, _| true,
+        );
+        assert!(plain.iter().zip(&want).any(|(a, b)| (a - b).abs() > 1e-2));
+
+        let strict = AttentionOptions {
+            kernel: Some(AttentionKernel::Wgmma),
+            ..options
+        };
+        let err = attention_with(&strict, &qt, &kt, &vt, None, None).unwrap_err();
+        assert!(err.to_string().contains("soft-cap") || err.to_string().contains("scale"));
+    }
+
+    #[test]
+    fn rounded_probabilities_are_the_inputs_dtype_before_pv() {
+        let (l, h, d) = (7, 2, 8);
+        let dev = Device::Cpu;
+        let t = |seed| {
+            Tensor::from_vec(random(l * h * d, seed), (l, h, d), &dev)
+                .unwrap()
+                .to_dtype(DType::BF16)
+                .unwrap()
+        };
+        let (q, k, v) = (t(7), t(8), t(9));
+        let run = |round_probabilities| {
+            let options = AttentionOptions {
+                round_probabilities,
+                ..Default::default()
+            };
+            attention_with(&options, &q, &k, &v, None, None).unwrap()
+        };
+        // By hand: f32 softmax, rounded to bf16, P·V in f32, rounded to bf16.
+        let f = |t: &Tensor| t.to_dtype(DType::F32).unwrap().transpose(0, 1).unwrap();
+        let s = (f(&q).matmul(&f(&k).t().unwrap()).unwrap() / (d as f64).sqrt()).unwrap();
+        let p = softmax_last_dim(&s).unwrap();
+        let p = p
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let want = p
+            .matmul(&f(&v).contiguous().unwrap())
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let diff = |a: &Tensor, b: &Tensor| cadence_core::compare::diff(a, b).unwrap().max_abs;
+        assert_eq!(diff(&run(true), &want), 0.0);
+        assert!(diff(&run(false), &want) > 0.0);
+    }
+
+    #[test]
+    fn a_query_without_admissible_keys_averages_every_value() {
+        let dev = Device::Cpu;
+        let q = Tensor::new(&[[[1f32]], [[2.0]], [[3.0]]], &dev).unwrap();
+        let v = Tensor::new(&[[[0f32]], [[3.0]], [[9.0]]], &dev).unwrap();
+        // Query 2 has no key at all; queries 0 and 1 see key 0 only.
+        let mask = AttentionMask::new(vec![(0..2, 0..1)]);
+        let out = attention(&q, &q, &v, None, Some(&mask))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(out, vec![0.0, 0.0, 4.0]);
     }
 
     #[test]
@@ -434,6 +586,7 @@ mod tests {
         let auto = attention(&q, &q, &q, None, None).unwrap();
         let options = AttentionOptions {
             kernel: Some(AttentionKernel::Reference),
+            ..Default::default()
         };
         let reference = dispatch::with_poisoned_outputs(|| {
             attention_with(&options, &q, &q, &q, None, None).unwrap()
@@ -447,6 +600,7 @@ mod tests {
         ] {
             let options = AttentionOptions {
                 kernel: Some(kernel),
+                ..Default::default()
             };
             let err = attention_with(&options, &q, &q, &q, None, None).unwrap_err();
             assert!(err.to_string().contains(kernel.name()), "{err}");

@@ -198,6 +198,7 @@ fn run(
 ) -> Result<Tensor> {
     let options = AttentionOptions {
         kernel: Some(kernel),
+        ..Default::default()
     };
     // Outputs poisoned with NaN first: an element the kernel fails to write shows up.
     Ok(with_poisoned_outputs(|| {
@@ -409,6 +410,7 @@ fn bench(dev: &Device, args: &[String]) -> Result<bool> {
                 let o = attention_with(
                     &AttentionOptions {
                         kernel: Some(kernel),
+                        ..Default::default()
                     },
                     q,
                     k,

@@ -714,12 +714,14 @@ pub fn arrange(
 }
 
 /// The encoder's activations for the job's prompt (`cadence_text` docs): three f32 score
-/// tensors of `heads × L²`, three `L × intermediate` MLP tensors and a few f32 residuals.
+/// tensors of one kv head's query group, `(heads / kv_heads) × L²`, three `L × intermediate`
+/// MLP tensors and a few f32 residuals.
 fn text_activation_bytes(job: &MemoryJob, models: &MemoryModels) -> u64 {
     let c = &models.text;
     let l = job.text_tokens as u64;
     let s = models.text_dtype.size_in_bytes() as u64;
-    3 * 4 * c.num_heads as u64 * l * l
+    let group = (c.num_heads / c.num_kv_heads.max(1)) as u64;
+    3 * 4 * group * l * l
         + 3 * s * l * c.intermediate_size as u64
         + 4 * 4 * l * c.hidden_size as u64
 }

@@ -1,17 +1,16 @@
 //! The encoder's grouped-query self-attention.
 //!
-//! `q = x Wq^T` (num_heads heads), `k`/`v` (num_kv_heads heads), RoPE on q and k, scores
-//! `q . k * query_pre_attn_scalar^-0.5`, masked softmax over keys in f32, `P v`, heads
-//! concatenated, `o_proj`. Query head `j` reads kv head `j / group`.
-//!
-//! The scores are formed in f32 from the (model-dtype) q and k, as fused attention kernels do,
-//! and the probabilities are cast back to the model dtype before `P v`. For f32 models this is
-//! plain eager attention.
+//! `q = x Wq^T` (num_heads heads), `k`/`v` (num_kv_heads heads), RoPE on q and k, then the
+//! kernels' attention op once per prompt: scores `q . k * query_pre_attn_scalar^-0.5` in f32,
+//! masked softmax over keys, probabilities rounded to the model dtype before `P v` (as the
+//! official pipeline's SDPA does), heads concatenated, `o_proj`.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::{Linear, Module, VarBuilder};
 
 use cadence_core::{trace, Result};
+use cadence_kernels::attention::{attention_with, AttentionOptions};
+use cadence_kernels::AttentionMask;
 
 use crate::config::TextEncoderConfig;
 use crate::rope::RotaryTables;
@@ -84,17 +83,16 @@ impl SelfAttention {
         })
     }
 
-    /// Attends `x` `[B, L, H]` under `mask` `[B, L, L]` (u8, 1 = may attend).
+    /// Attends `x` `[B, L, H]`, prompt `b` under `masks[b]` (`None`: every key).
     pub fn forward(
         &self,
         x: &Tensor,
         rope: &RotaryTables,
-        mask: &Tensor,
+        masks: &[Option<AttentionMask>],
         mode: AttentionMode,
     ) -> Result<Tensor> {
         let layer = self.index;
         let (b, l, _) = x.dims3()?;
-        let dtype = x.dtype();
         let q = self.q_proj.forward(x)?;
         let k = self.k_proj.forward(x)?;
         let v = self.v_proj.forward(x)?;
@@ -102,72 +100,37 @@ impl SelfAttention {
         trace::record(|| format!("layer{layer}.k_proj"), &k);
         trace::record(|| format!("layer{layer}.v_proj"), &v);
 
+        // RoPE works on [B, heads, L, d]; the op takes one prompt as [L, heads, d].
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
             Ok(t.reshape((b, l, n, self.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = rope.apply(&heads(q, self.num_heads)?)?;
-        let k = rope.apply(&heads(k, self.num_kv_heads)?)?;
-        let v = heads(v, self.num_kv_heads)?;
-
-        // Grouped-query attention without copying k/v: the `group` query heads that share a kv
-        // head are consecutive, so [B, heads, L, d] is [B, kv_heads, group*L, d] in memory.
-        let group = self.num_heads / self.num_kv_heads;
-        let q = q.reshape((b, self.num_kv_heads, group * l, self.head_dim))?;
-        let scores = q
-            .to_dtype(DType::F32)?
-            .matmul(&k.to_dtype(DType::F32)?.t()?)?
-            .reshape((b, self.num_heads, l, l))?;
-        let mut scores = (scores * self.scale)?;
-        if let (AttentionMode::EagerSoftcap, Some(cap)) = (mode, self.softcap) {
-            scores = ((scores / cap)?.tanh()? * cap)?;
+        let q = rope.apply(&heads(q, self.num_heads)?)?.transpose(1, 2)?;
+        let k = rope.apply(&heads(k, self.num_kv_heads)?)?.transpose(1, 2)?;
+        let v = v.reshape((b, l, self.num_kv_heads, self.head_dim))?;
+        let options = AttentionOptions {
+            scale: Some(self.scale),
+            softcap: self.softcap.filter(|_| mode == AttentionMode::EagerSoftcap),
+            round_probabilities: true,
+            ..Default::default()
+        };
+        if masks.len() != b {
+            return Err(cadence_core::Error::InvalidInput(format!(
+                "{} attention masks for a batch of {b} prompts",
+                masks.len()
+            )));
         }
-        let scores = masked_fill_min(&scores, mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
-        let context = probs
-            .reshape((b, self.num_kv_heads, group * l, l))?
-            .matmul(&v)?
-            .reshape((b, self.num_heads, l, self.head_dim))?
-            .transpose(1, 2)?
-            .reshape((b, l, self.num_heads * self.head_dim))?;
+        let mut prompts = Vec::with_capacity(b);
+        for (i, mask) in masks.iter().enumerate() {
+            let (q, k, v) = (q.get(i)?, k.get(i)?, v.get(i)?);
+            prompts.push(attention_with(&options, &q, &k, &v, None, mask.as_ref())?);
+        }
+        let context =
+            Tensor::stack(&prompts, 0)?.reshape((b, l, self.num_heads * self.head_dim))?;
         trace::record(|| format!("layer{layer}.attn_context"), &context);
         let out = self.o_proj.forward(&context)?;
         trace::record(|| format!("layer{layer}.attn_out"), &out);
         Ok(out)
-    }
-}
-
-/// Replaces the scores of keys the mask forbids by the lowest f32.
-///
-/// The lowest finite value rather than `-inf`: a padded query may have no admissible key at all
-/// (its window holds only padding), and `-inf` everywhere would make its softmax NaN, which
-/// would then reach real rows through its key/value in the next layer. With a finite value such
-/// a row is a uniform average, and real rows are unaffected (`exp(min - max)` is 0).
-fn masked_fill_min(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let shape = scores.dims().to_vec();
-    let mask = mask.unsqueeze(1)?.broadcast_as(shape.as_slice())?;
-    let lowest = Tensor::new(f32::MIN, scores.device())?.broadcast_as(shape.as_slice())?;
-    Ok(mask.where_cond(scores, &lowest)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
-
-    #[test]
-    fn fully_masked_rows_stay_finite() {
-        let dev = Device::Cpu;
-        let scores = Tensor::new(&[[[[1f32, 2.0], [3.0, 4.0]]]], &dev).unwrap();
-        let mask = Tensor::new(&[[[1u8, 0], [0, 0]]], &dev).unwrap();
-        let filled = masked_fill_min(&scores, &mask).unwrap();
-        let p = candle_nn::ops::softmax_last_dim(&filled)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        assert_eq!(p, vec![1.0, 0.0, 0.5, 0.5]);
     }
 }

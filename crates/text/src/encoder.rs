@@ -300,11 +300,13 @@ impl TextEncoder {
         )?;
         trace::record(|| "rope_cos".into(), &rope.cos);
         trace::record(|| "rope_sin".into(), &rope.sin);
-        let masks = AttentionMasks::new(&batch.valid, self.cfg.sliding_window, &self.device)?;
+        let masks = AttentionMasks::new(&batch.valid, self.cfg.sliding_window)?;
         let h = self.layers.run(h, |h, i, layer| {
-            let mask = masks.for_layer(layer.kind());
-            trace::record(|| format!("layer{i}.attn_mask"), mask);
-            layer.forward(&h, &rope, mask, self.mode)
+            if trace::active() {
+                let dense = masks.dense(layer.kind(), &self.device)?;
+                trace::record(|| format!("layer{i}.attn_mask"), &dense);
+            }
+            layer.forward(&h, &rope, masks.for_layer(layer.kind()), self.mode)
         })?;
         self.final_norm.forward(&h)
     }

@@ -10,6 +10,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use cadence_core::{trace, Result};
+use cadence_kernels::AttentionMask;
 
 use crate::attention::{AttentionMode, SelfAttention};
 use crate::config::{LayerKind, TextEncoderConfig};
@@ -65,7 +66,7 @@ impl EncoderLayer {
         &self,
         h: &Tensor,
         rope: &RotaryTables,
-        mask: &Tensor,
+        mask: &[Option<AttentionMask>],
         mode: AttentionMode,
     ) -> Result<Tensor> {
         let layer = self.index;

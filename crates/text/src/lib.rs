@@ -38,9 +38,10 @@
 //!
 //! The 169 norm vectors are kept as f32 `1 + w` (2.4 MB). Activations for a prompt of `L`
 //! tokens are small beside the weights: the residual stream is `L x 3584`, the MLP holds about
-//! three `L x 14336` tensors, attention about three f32 score tensors of `16 x L x L`. At
-//! `L = 640`: about 80 MB of scores and 55 MB of MLP activations (bf16), so the peak is about
-//! **18.7 GB** on the encoder's device. Scores grow with `L^2` (about 3.2 GB at `L = 4096`).
+//! three `L x 14336` tensors, attention (the kernels' op, one kv head at a time) about three
+//! f32 score tensors of `2 x L x L`. At `L = 640`: about 10 MB of scores and 55 MB of MLP
+//! activations (bf16), so the peak is about **18.6 GB** on the encoder's device. Scores grow
+//! with `L^2` (about 400 MB at `L = 4096`).
 //! Loading keeps no second copy: each tensor is read from the mapped file (page cache, not
 //! process memory) one at a time; only when the stored dtype differs from the compute dtype
 //! (bf16 file, f32 compute) is there a transient copy of one tensor, at most the 1.84 GB
