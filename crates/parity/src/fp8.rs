@@ -13,7 +13,7 @@
 //!   `out.audio`, within [`propagate`] over all branches before them.
 //!
 //! Each bound is computed from the reference's own tensor norms and the e4m3 unit roundoff
-//! ([`cadence_kernels::fp8::accuracy`] derives them), plus the case's tolerance for the same
+//! ([`crate::fp8_bounds`] derives them), plus the case's tolerance for the same
 //! tensor (the distance a correct dense port already has from the reference: 2e-5 in the f32
 //! cases, the bf16 tolerances in the bf16 ones). None is fitted to a measured FP8 error.
 
@@ -22,10 +22,10 @@ use std::fmt::Write as _;
 use candle_core::{DType, Device, Tensor};
 
 use crate::fixtures::Case;
+use crate::fp8_bounds::{propagate, ResidualBranch, BRANCH_REL_L2};
 use cadence_core::compare::diff;
 use cadence_core::trace::{self, Recorded};
 use cadence_core::{Checkpoint, Error, Result};
-use cadence_kernels::fp8::accuracy::{propagate, ResidualBranch, BRANCH_REL_L2};
 use cadence_kernels::fp8::Scaling;
 
 use crate::dit::{previous, ForwardCase};

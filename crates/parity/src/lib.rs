@@ -13,6 +13,7 @@ pub mod codecs;
 pub mod dit;
 pub mod fixtures;
 pub mod fp8;
+pub mod fp8_bounds;
 pub mod media;
 pub mod sampling;
 pub mod text;

@@ -14,11 +14,11 @@
 //!   `scale[r] = absmax(row r) / 448` (an all-zero row gets scale 1 and zero data). Weights are
 //!   scaled per output channel (rows of `(out, in)`), activations per token (rows of
 //!   `(tokens, in)`) or, as an option, per tensor ([`Scaling`]);
-//! * [`accuracy`]: the error bounds that follow from e4m3's 3-bit mantissa, which the tests of
-//!   the op and of the model enforce;
 //! * [`scale_key`]: the naming convention of FP8 safetensors files.
 //!
-//! The GEMM itself is [`crate::linear::linear`], the op boundary for bf16 and FP8 weights.
+//! The GEMM itself is [`crate::linear::linear`], the op boundary for bf16 and FP8 weights. The
+//! error bounds that follow from e4m3's 3-bit mantissa, which the tests enforce, are the parity
+//! crate's (`cadence_parity::fp8_bounds`).
 //!
 //! # FP8 safetensors files
 //!
@@ -29,7 +29,6 @@
 //! compressed-tensors, so the files read naturally to anyone who has seen those.
 //! A loader knows a weight is quantised from the presence of its `_scale` tensor.
 
-pub mod accuracy;
 mod matrix;
 
 pub use matrix::{Fp8Matrix, CHUNK_ELEMENTS, QUANTISE_TEMPORARY_BYTES};

@@ -4,7 +4,6 @@
 use candle_core::{DType, Device, Tensor};
 use float8::F8E4M3;
 
-use super::accuracy::{SUBNORMAL_ERROR, UNIT_ROUNDOFF};
 use super::*;
 
 /// The value of e4m3 code `c` (sign bit clear) by the format's definition: exponent bias 7,
@@ -136,24 +135,6 @@ fn matrix(rows: &[Vec<f32>]) -> Tensor {
     Tensor::new(rows.to_vec(), &Device::Cpu).unwrap()
 }
 
-/// Every dequantised element is within `u'|x| + η s` of the original (accuracy module docs).
-fn assert_dequantisation_error(x: &Tensor, m: &Fp8Matrix) {
-    let x = x.to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap();
-    let back = m.dequantize().unwrap().to_vec2::<f32>().unwrap();
-    let scale = m.scale().to_vec1::<f32>().unwrap();
-    let u = UNIT_ROUNDOFF + 2f64.powi(-23);
-    for (r, (xr, br)) in x.iter().zip(&back).enumerate() {
-        for (c, (v, b)) in xr.iter().zip(br).enumerate() {
-            let bound = u * v.abs() as f64 + SUBNORMAL_ERROR * scale[r] as f64;
-            let err = (*v as f64 - *b as f64).abs();
-            assert!(
-                err <= bound,
-                "[{r}, {c}]: {v} -> {b}, error {err:e} > {bound:e}"
-            );
-        }
-    }
-}
-
 #[test]
 fn rows_are_scaled_to_448_and_zero_rows_stay_zero() {
     let x = matrix(&[
@@ -180,7 +161,6 @@ fn rows_are_scaled_to_448_and_zero_rows_stay_zero() {
         data.iter().all(|r| r[5..].iter().all(|v| *v == 0.0)),
         "the padding is zero"
     );
-    assert_dequantisation_error(&x, &m);
 }
 
 #[test]
@@ -188,7 +168,6 @@ fn per_tensor_scaling_shares_the_largest_scale() {
     let x = matrix(&[vec![1.0, -2.0, 0.5], vec![300.0, 1.0, -0.01]]);
     let m = Fp8Matrix::quantize(&x, Scaling::PerTensor).unwrap();
     assert_eq!(m.scale().to_vec1::<f32>().unwrap(), vec![300.0 / 448.0; 2]);
-    assert_dequantisation_error(&x, &m);
 }
 
 #[test]

@@ -25,8 +25,8 @@
 //! cached per (device, L, N, K, output dtype), so a sampling loop queries it once per shape.
 //!
 //! Status: this path type-checks (`scripts/cuda/build.sh check`) but has not run on a GPU yet;
-//! its first H100 run must compare it with [`super::reference_fp8_matmul`] (the accuracy bound
-//! of [`crate::fp8::accuracy`] applies to both).
+//! its first H100 run must compare it with [`super::reference_fp8_matmul`] (the bound of
+//! `cadence_parity::fp8_bounds` applies to both).
 
 use std::collections::HashMap;
 use std::ffi::c_void;

@@ -13,7 +13,7 @@ use super::common::{
     compare, f32_tensor, i64_tensor, json, json_f64, json_usize, scalar_usize, tol_matching, Io,
     Tol,
 };
-use super::stub::StubModel;
+use super::stub_velocity::StubVelocityModel;
 use cadence_pipeline::cfg::{guide, guide_per_frame, BaseGuidance, EarlyFrameCap, SrGuidance};
 use cadence_pipeline::sampler::{
     audio_latent_from_vae_layout, AudioDrivenPolicy, AudioOutput, BaseStage, SamplerConfig,
@@ -263,7 +263,7 @@ fn run_scenario(
     let stage_order = stage_names(scen)?;
     let coefficients = |stage: &str| {
         json(case, &format!("/stub_velocity_model/coefficients/{stage}"))
-            .and_then(StubModel::from_json)
+            .and_then(StubVelocityModel::from_json)
     };
     let base_model = coefficients(&stage_order[0])?;
     let sr_model = match stage_order.get(1) {

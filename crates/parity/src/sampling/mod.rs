@@ -12,7 +12,7 @@
 
 mod common;
 mod loops;
-mod stub;
+mod stub_velocity;
 mod unipc;
 mod zero_snr;
 

@@ -1,5 +1,5 @@
 //! FP8 GEMM weights on every `dit_forward` fixture case: per layer (teacher forced) and end to
-//! end, within the bounds derived from e4m3's 3-bit mantissa (`cadence_kernels::fp8::accuracy`).
+//! end, within the bounds derived from e4m3's 3-bit mantissa (`cadence_parity::fp8_bounds`).
 
 use cadence_core::Error;
 use cadence_kernels::fp8::Scaling;

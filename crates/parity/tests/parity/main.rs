@@ -9,6 +9,8 @@ mod dit;
 mod dit_checkpoint_layout;
 mod dit_fp8;
 mod fixture_kinds;
+mod fp8_bounds;
+mod fp8_real_size;
 mod media;
 mod sampling;
 mod text;

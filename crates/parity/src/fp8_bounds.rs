@@ -1,7 +1,8 @@
 //! How far an FP8 GEMM may be from the exact product, derived from the e4m3 format.
 //!
-//! The tests of [`crate::linear`] and of the model enforce these bounds; none of them is fitted
-//! to a measured error.
+//! This crate's FP8 tests enforce these bounds on `cadence_kernels`' quantisation and GEMMs, on
+//! whole layers at the real width and on the fixture's FP8 DiT; none of them is fitted to a
+//! measured error.
 //!
 //! # One rounding
 //!

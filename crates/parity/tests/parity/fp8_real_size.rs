@@ -3,14 +3,11 @@
 //!
 //! Ignored by default (about 4 minutes on two cores, most of it generating the random weights
 //! and the f32/bf16 CPU matmuls); run with
-//! `cargo test --release -p cadence-model --test fp8_real_size -- --ignored --nocapture`.
+//! `cargo test --release -p cadence-parity --test parity fp8_real_size -- --ignored --nocapture`.
 
-use cadence_core::compare::diff;
+use super::fp8_bounds::{randn, rel};
 use cadence_core::var_builder::var_builder;
 use cadence_core::{trace, RandomWeights, TensorSpec};
-use cadence_kernels::fp8::accuracy::{
-    gemm_error_bound, gemm_rel_l2_bound, propagate, ResidualBranch, BRANCH_REL_L2,
-};
 use cadence_kernels::fp8::{Fp8Matrix, Scaling};
 use cadence_kernels::{linear, LinearWeight};
 use cadence_model::dit::layer_prefix;
@@ -19,6 +16,9 @@ use cadence_model::packing::{coords, PackingConfig, TokenLayout};
 use cadence_model::rope::{default_bands, rope_table};
 use cadence_model::weights::expected_tensors;
 use cadence_model::{DitConfig, LoadOptions};
+use cadence_parity::fp8_bounds::{
+    gemm_error_bound, gemm_rel_l2_bound, propagate, ResidualBranch, BRANCH_REL_L2,
+};
 use candle_core::{DType, Device, Tensor};
 
 const TOKENS_LAYOUT: TokenLayout = TokenLayout {
@@ -30,15 +30,6 @@ const TOKENS_LAYOUT: TokenLayout = TokenLayout {
     audio: 5,
     text: 27,
 };
-
-fn randn(rows: usize, cols: usize, std: f64, seed: u64) -> Tensor {
-    let v = cadence_core::random::standard_normal(seed, 0, rows * cols);
-    (Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap() * std).unwrap()
-}
-
-fn rel(got: &Tensor, want: &Tensor) -> f64 {
-    diff(got, want).unwrap().rel_l2
-}
 
 #[test]
 #[ignore = "real-size weights; minutes on two cores"]

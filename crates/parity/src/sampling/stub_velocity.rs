@@ -14,14 +14,14 @@ use cadence_core::{Error, Result};
 use cadence_pipeline::{Velocity, VelocityInput, VelocityModel};
 
 /// Coefficients of one stage's stub (`stub_velocity_model.coefficients.<stage>`).
-pub(super) struct StubModel {
+pub(super) struct StubVelocityModel {
     video: [f32; 3],
     audio: [f32; 3],
     /// Forward passes made (the sampler must batch nothing away or add extra calls).
     pub(super) calls: Cell<usize>,
 }
 
-impl StubModel {
+impl StubVelocityModel {
     pub(super) fn from_json(coefficients: &Value) -> Result<Self> {
         let get = |k: &str| -> Result<f32> {
             coefficients
@@ -47,7 +47,7 @@ fn affine3(x: &Tensor, [a, b, c]: [f32; 3], text_mean: f32, other_mean: f32) -> 
         .affine(1.0, f64::from(c * other_mean))?)
 }
 
-impl VelocityModel for StubModel {
+impl VelocityModel for StubVelocityModel {
     fn velocity(&self, input: &VelocityInput<'_>) -> Result<Velocity> {
         self.calls.set(self.calls.get() + 1);
         let text = input.text.features.get(0)?.narrow(0, 0, input.text.len)?;
