@@ -201,7 +201,7 @@ pub struct ModeArgs {
     /// Output resolution preset.
     #[arg(long, value_enum, default_value_t = Resolution::P256)]
     pub resolution: Resolution,
-    /// Video decoder.
+    /// Which decoder turns the latents into frames.
     #[arg(long, value_enum, default_value_t = VideoDecoder::Turbo)]
     pub video_decoder: VideoDecoder,
 }

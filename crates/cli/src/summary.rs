@@ -72,7 +72,7 @@ pub struct MemorySummary {
 pub struct Timing {
     /// Machine name: `load_models`, `encode_text`, ..., `mux`.
     pub stage: &'static str,
-    /// Seconds.
+    /// Wall-clock time the stage took.
     pub seconds: f64,
 }
 

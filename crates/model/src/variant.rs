@@ -23,7 +23,7 @@ pub enum DitVariant {
 }
 
 impl DitVariant {
-    /// All variants.
+    /// Every variant; names parse against this list.
     pub const ALL: [DitVariant; 4] = [Self::Base, Self::Distilled, Self::Sr540p, Self::Sr1080p];
 
     /// The architecture.

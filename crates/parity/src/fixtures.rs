@@ -255,7 +255,7 @@ impl<'c> CaseIo<'c> {
         })
     }
 
-    /// The case.
+    /// The case these tensors were read from.
     pub fn case(&self) -> &'c Case {
         self.case
     }

@@ -247,7 +247,7 @@ pub struct MemoryModels {
     pub sr: Option<DitConfig>,
     /// The DiTs' compute dtype.
     pub compute: DType,
-    /// The codecs.
+    /// The codecs' weights and working sizes.
     pub codecs: CodecMemory,
     /// Memory held back from every stage ([`RESERVE`] on a GPU, [`HOST_RESERVE`] on the CPU).
     pub reserve: u64,
@@ -379,7 +379,7 @@ impl MemoryJob {
 /// One stage's resident set: named parts and their bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageMemory {
-    /// The stage.
+    /// The stage these parts are resident in.
     pub stage: MemoryStage,
     /// `(what, bytes)`, reserve included; the weight parts are named by [`part`].
     pub parts: Vec<(&'static str, u64)>,

@@ -173,7 +173,7 @@ pub struct Mode {
     pub reference_audio: bool,
     /// Output resolution.
     pub resolution: Resolution,
-    /// Video decoder.
+    /// Which decoder turns the latents into frames.
     pub video_decoder: VideoDecoder,
 }
 

@@ -90,7 +90,7 @@ impl TextEncoderConfig {
         hf.into_config()
     }
 
-    /// Number of layers.
+    /// Layers, one per entry of `layer_types`.
     pub fn num_layers(&self) -> usize {
         self.layer_kinds.len()
     }
@@ -351,7 +351,7 @@ impl HfModuleConfig {
 pub struct TextEncoderBytes {
     /// The token embedding table.
     pub embedding: u64,
-    /// The final norm.
+    /// The final norm's weight.
     pub final_norm: u64,
     /// All layers.
     pub layers: u64,

@@ -18,7 +18,7 @@ use crate::mlp::GatedMlp;
 use crate::norm::GemmaRmsNorm;
 use crate::rope::RotaryTables;
 
-/// One encoder layer.
+/// One encoder layer: pre/post-normed self-attention and gated MLP, each on the residual.
 #[derive(Debug, Clone)]
 pub struct EncoderLayer {
     kind: LayerKind,

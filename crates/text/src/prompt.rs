@@ -110,12 +110,10 @@ impl PromptEncoder {
         self.rows
     }
 
-    /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
 
-    /// The encoder.
     pub fn encoder(&self) -> &TextEncoder {
         &self.encoder
     }

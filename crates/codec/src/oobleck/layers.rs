@@ -39,7 +39,7 @@ pub struct ConvShape {
     pub c_out: usize,
     /// Kernel size.
     pub k: usize,
-    /// Stride.
+    /// Stride (the upsampling factor when transposed).
     pub stride: usize,
     /// Zero padding (forward) or cropping at both ends (transposed).
     pub padding: usize,

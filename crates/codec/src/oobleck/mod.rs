@@ -79,7 +79,7 @@ impl BottleneckNoise for ReplayNoise {
     }
 }
 
-/// The Oobleck autoencoder.
+/// The Oobleck autoencoder: 44.1 kHz stereo audio to and from the DiT's audio latents.
 #[derive(Debug, Clone)]
 pub struct Oobleck {
     encoder: encoder::Encoder,

@@ -27,7 +27,7 @@ pub fn norm_act(x: &Tensor, eps: f64, act: Activation) -> Result<Tensor> {
 /// The activation fused after a norm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
-    /// None.
+    /// The norm's output as it is.
     None,
     /// `max(x, 0)`.
     Relu,

@@ -108,7 +108,7 @@ impl WindowPlan {
     }
 }
 
-/// Turbo-VAED.
+/// Turbo-VAED: the default video decoder, Wan2.2 latents to RGB frames in temporal windows.
 #[derive(Debug, Clone)]
 pub struct TurboVaed {
     decoder: decoder::Decoder,

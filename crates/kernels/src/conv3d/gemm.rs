@@ -124,7 +124,7 @@ pub struct Geometry {
     pub output: Dims3,
     /// Kernel extent.
     pub kernel: Dims3,
-    /// Stride.
+    /// Step of the kernel window along each axis.
     pub stride: Dims3,
     /// Padding on both sides of each axis.
     pub padding: Dims3,

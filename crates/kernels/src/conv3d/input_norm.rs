@@ -31,7 +31,7 @@ pub enum NormKind {
 /// The activation after the norm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Activation {
-    /// None.
+    /// The norm's output as it is.
     #[default]
     None,
     /// `max(x, 0)`.

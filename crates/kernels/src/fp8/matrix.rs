@@ -155,7 +155,7 @@ impl Fp8Matrix {
         &self.scale
     }
 
-    /// Rows.
+    /// Rows of the matrix, one scale each.
     pub fn rows(&self) -> usize {
         self.scale.dim(0).unwrap_or(0)
     }

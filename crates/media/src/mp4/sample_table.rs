@@ -92,7 +92,7 @@ impl SampleTable {
         Stsc { entries }
     }
 
-    /// `stsz`.
+    /// The `stsz` box: every sample's size, in decoding order.
     pub fn stsz(&self) -> Stsz {
         Stsz {
             samples: StszSamples::Different {

@@ -403,7 +403,7 @@ fn text_dtype_for(dtype: DType) -> DType {
     }
 }
 
-/// The video decoder.
+/// The video decoder the engine was built with.
 pub(super) enum VideoDecoderModel {
     /// Turbo-VAED, the default (fast, windowed).
     Turbo(Box<TurboVaed>),

@@ -128,7 +128,7 @@ pub(super) fn lock<M>(slot: &Mutex<Slot<M>>) -> MutexGuard<'_, Slot<M>> {
 /// ([`crate::memory::part`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageResidency {
-    /// The stage.
+    /// The stage this residency is for.
     pub stage: MemoryStage,
     /// `(part, bytes)`: each model's bytes on the device during the stage (for a streamed
     /// model: its resident parts plus the most layers it held at once).

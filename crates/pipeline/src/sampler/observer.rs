@@ -34,7 +34,7 @@ pub trait SamplingObserver {
         Ok(())
     }
 
-    /// A step finished.
+    /// Called after every denoising step with what it computed; by default nothing.
     fn step_finished(&mut self, record: &StepRecord<'_>) -> Result<()> {
         let _ = record;
         Ok(())

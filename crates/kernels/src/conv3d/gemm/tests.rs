@@ -23,7 +23,7 @@ struct Origin {
     n0: usize,
 }
 
-/// `tile_origin`.
+/// The first output position and channel of CTA `block`, as `conv3d_sm80.cu`'s `tile_origin`.
 fn tile_origin(g: &Geometry, block: usize) -> Origin {
     let n0 = (block % g.n_tiles()) * g.tile_n.width();
     let mut m = block / g.n_tiles();
@@ -87,7 +87,7 @@ fn norm_stats(g: &Geometry, x: &[f32], kind: NormKind) -> Vec<f32> {
     inv
 }
 
-/// `activate`.
+/// The fused activation, as the kernel applies it.
 fn activate(y: f32, act: Activation) -> f32 {
     match act {
         Activation::None => y,
