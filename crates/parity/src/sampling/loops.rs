@@ -80,8 +80,8 @@ impl Params<'_> {
         // The reference ties its solver to cfg_number: the distilled update without CFG,
         // UniPC with it.
         let (solver, guidance) = match self.usize("cfg_number")? {
-            1 => (SolverKind::Distilled, None),
-            2 => (SolverKind::UniPc, Some(self.base_guidance()?)),
+            1 => (SolverKind::DISTILLED, None),
+            2 => (SolverKind::UNIPC, Some(self.base_guidance()?)),
             n => return Err(Error::Config(format!("cfg_number {n}"))),
         };
         let sr = if with_sr {
@@ -94,7 +94,7 @@ impl Params<'_> {
             Some(SrStage {
                 num_steps: self.usize("sr_num_inference_steps")?,
                 shift,
-                solver: SolverKind::UniPc,
+                solver: SolverKind::UNIPC,
                 guidance,
                 renoise_step: (noise_value != 0).then_some(noise_value),
                 audio_noise_scale: self.f64("sr_audio_noise_scale")?,

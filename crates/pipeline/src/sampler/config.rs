@@ -25,7 +25,7 @@ impl SamplerConfig {
             base: BaseStage {
                 num_steps: 32,
                 shift: DEFAULT_SHIFT,
-                solver: SolverKind::UniPc,
+                solver: SolverKind::UNIPC,
                 guidance: Some(BaseGuidance::default()),
             },
             sr: None,
@@ -39,7 +39,7 @@ impl SamplerConfig {
             base: BaseStage {
                 num_steps: 8,
                 shift: DEFAULT_SHIFT,
-                solver: SolverKind::Distilled,
+                solver: SolverKind::DISTILLED,
                 guidance: None,
             },
             sr: None,
@@ -96,7 +96,7 @@ impl Default for SrStage {
         Self {
             num_steps: 5,
             shift: DEFAULT_SHIFT,
-            solver: SolverKind::UniPc,
+            solver: SolverKind::UNIPC,
             guidance: None,
             renoise_step: Some(220),
             audio_noise_scale: 0.7,

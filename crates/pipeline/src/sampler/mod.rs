@@ -141,12 +141,10 @@ impl<'m> Sampler<'m> {
         let base = &self.config.base;
         let audio_treatment = match (inputs.user_audio.is_some(), policy) {
             (false, _) => AudioTreatment::Step,
-            (true, AudioDrivenPolicy::MatchReference)
-                if base.solver.reference_steps_user_audio() =>
-            {
+            (true, AudioDrivenPolicy::MatchReference) if base.solver.steps_user_audio => {
                 AudioTreatment::Step
             }
-            (true, _) if base.solver.draws_per_step() => AudioTreatment::FixedKeepingDraws,
+            (true, _) if base.solver.draws_per_step => AudioTreatment::FixedKeepingDraws,
             (true, _) => AudioTreatment::Fixed,
         };
         let (video, audio) = StageRun {

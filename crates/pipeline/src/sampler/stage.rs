@@ -69,8 +69,8 @@ impl StageRun<'_> {
             _ => Vec::new(),
         };
         let num_steps = self.schedule.num_steps();
-        let mut video_solver: Box<dyn Solver> = self.solver.build(&self.schedule);
-        let mut audio_solver = self.solver.build(&self.schedule);
+        let mut video_solver: Box<dyn Solver> = self.solver.build(&self.schedule)?;
+        let mut audio_solver = self.solver.build(&self.schedule)?;
         let (mut video, mut audio) = (video, audio);
 
         for index in 0..num_steps {

@@ -241,8 +241,8 @@ fn the_sr_stage_runs_whichever_solver_it_is_given() {
         assert_eq!(sr.calls.get(), SrStage::default().num_steps);
         (noise.shapes, vec_of(&out.video))
     };
-    let (unipc, unipc_video) = draws(SolverKind::UniPc);
-    let (distilled, distilled_video) = draws(SolverKind::Distilled);
+    let (unipc, unipc_video) = draws(SolverKind::UNIPC);
+    let (distilled, distilled_video) = draws(SolverKind::DISTILLED);
     // The distilled update draws once per SR step, video-shaped (SR audio is fixed conditioning);
     // UniPC draws nothing. Everything before the SR steps is the same.
     let steps = SrStage::default().num_steps;
@@ -252,4 +252,70 @@ fn the_sr_stage_runs_whichever_solver_it_is_given() {
         .iter()
         .all(|s| s == &[1, 48, 3, 4, 4]));
     assert_ne!(unipc_video, distilled_video);
+}
+
+/// Euler's method, `x + (σ_next − σ) v`: a solver defined outside the scheduler module, as a
+/// user's own would be.
+struct Euler {
+    sigmas: Vec<f32>,
+}
+
+impl crate::scheduler::Solver for Euler {
+    fn step(
+        &mut self,
+        index: usize,
+        velocity: &Tensor,
+        sample: &Tensor,
+        _noise: &mut dyn crate::noise::NoiseSource,
+    ) -> Result<Tensor> {
+        let h = f64::from(self.sigmas[index + 1] - self.sigmas[index]);
+        Ok((sample + velocity.affine(h, 0.0)?)?)
+    }
+}
+
+const EULER: SolverKind = SolverKind {
+    name: "euler",
+    draws_per_step: false,
+    steps_user_audio: false,
+    build: |schedule| {
+        Ok(Box::new(Euler {
+            sigmas: schedule.sigmas().to_vec(),
+        }))
+    },
+};
+
+#[test]
+fn a_solver_defined_elsewhere_plugs_into_a_stage() {
+    let run = |solver| {
+        let model = Linear::new();
+        let mut config = SamplerConfig::base();
+        config.base.solver = solver;
+        config.base.num_steps = 4;
+        let out = Sampler::new(&model, config)
+            .sample(&inputs(false), &mut SeededNoise::new(3), &mut NoObserver)
+            .unwrap();
+        vec_of(&out.video)
+    };
+    let (euler, unipc) = (run(EULER), run(SolverKind::UNIPC));
+    assert!(euler.iter().all(|v| v.is_finite()));
+    assert_ne!(euler, unipc);
+    assert_eq!(euler, run(EULER), "deterministic per seed");
+}
+
+#[test]
+fn unipc_refuses_a_grid_that_repeats_its_first_timestep() {
+    let steps = (2..2000)
+        .find(|&n| {
+            crate::scheduler::FlowSchedule::new(n, 5.0)
+                .unwrap()
+                .begin_index()
+                != 0
+        })
+        .expect("a long enough grid repeats its first timestep");
+    let err = SolverKind::UNIPC
+        .schedule(steps, 5.0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("use fewer steps"), "{err}");
+    assert!(SolverKind::DISTILLED.schedule(steps, 5.0).is_ok());
 }

@@ -9,7 +9,7 @@ use candle_core::Tensor;
 
 use cadence_core::{Error, Result};
 
-use super::{FlowSchedule, Solver};
+use super::{FlowSchedule, Solver, SolverKind};
 use crate::noise::NoiseSource;
 
 /// Stateless distilled (DDIM-style, stochastic) scheduler over one [`FlowSchedule`].
@@ -32,6 +32,18 @@ impl DistilledScheduler {
 
 /// The sample at step `index + 1` from the velocity at step `index`; draws one standard normal
 /// tensor of the sample's shape from `noise`.
+impl SolverKind {
+    /// The distilled model's update ([`DistilledScheduler`]): one fresh draw per step. In
+    /// audio-driven mode the reference steps the user's audio with it too (its update ignores
+    /// `is_a2v`).
+    pub const DISTILLED: SolverKind = SolverKind {
+        name: "distilled",
+        draws_per_step: true,
+        steps_user_audio: true,
+        build: |schedule| Ok(Box::new(DistilledScheduler::new(schedule.clone()))),
+    };
+}
+
 impl Solver for DistilledScheduler {
     fn step(
         &mut self,

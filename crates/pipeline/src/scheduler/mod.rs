@@ -6,7 +6,8 @@
 //! * [`DistilledScheduler`]: the one-step DDIM-style update of the distilled model, which draws
 //!   fresh noise at every step.
 //! * [`ZeroSnrTable`]: the zero-terminal-SNR DDPM table, only used to re-noise the SR input.
-//! * [`Solver`]: what the two update rules share; [`SolverKind`] chooses one per stage.
+//! * [`Solver`]: what the two update rules share; a [`SolverKind`] is a solver as a stage's
+//!   configuration, defined in the solver's own file ([`SolverKind::UNIPC`], [`SolverKind::DISTILLED`]).
 //!
 //! The flow parametrisation is `x_t = (1 - sigma) x0 + sigma * noise`; the model returns a
 //! velocity `v`, and `x0 = x_t - sigma * v`.

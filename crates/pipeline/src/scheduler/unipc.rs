@@ -11,7 +11,7 @@ use candle_core::Tensor;
 
 use cadence_core::{Error, Result};
 
-use super::{FlowSchedule, Solver};
+use super::{FlowSchedule, Solver, SolverKind};
 use crate::noise::NoiseSource;
 
 /// Highest solver order (the reference's default `solver_order = 2`).
@@ -200,6 +200,28 @@ impl FlowUniPc {
             )),
         }
     }
+}
+
+impl SolverKind {
+    /// Multistep UniPC ([`FlowUniPc`]): deterministic; the base model and the SR model. It
+    /// refuses grids the reference's UniPC cannot run: when truncation makes the first two
+    /// timesteps equal (hundreds of steps), it would start at step 1 and run off the end of the
+    /// sigma table on the last step.
+    pub const UNIPC: SolverKind = SolverKind {
+        name: "unipc",
+        draws_per_step: false,
+        steps_user_audio: false,
+        build: |schedule| {
+            if schedule.begin_index() != 0 {
+                return Err(Error::Config(
+                    "the grid repeats its first timestep, which the reference's UniPC cannot \
+                     run; use fewer steps"
+                        .into(),
+                ));
+            }
+            Ok(Box::new(FlowUniPc::new(schedule.clone())))
+        },
+    };
 }
 
 /// UniPC draws nothing and keeps its own step count (which starts at the schedule's
