@@ -401,81 +401,64 @@ mod tests {
             .collect()
     }
 
+    /// Random `q` `(l, hq, d)` (times `gain`), `k` and `v` `(l, hk, d)`: the values and the
+    /// tensors.
+    #[allow(clippy::type_complexity)]
+    fn problem(
+        (l, hq, hk, d): (usize, usize, usize, usize),
+        seed: u64,
+        gain: f32,
+    ) -> ((Vec<f32>, Vec<f32>, Vec<f32>), (Tensor, Tensor, Tensor)) {
+        let q: Vec<f32> = random(l * hq * d, seed).iter().map(|x| x * gain).collect();
+        let (k, v) = (random(l * hk * d, seed + 1), random(l * hk * d, seed + 2));
+        let t = |x: &[f32], h| Tensor::from_vec(x.to_vec(), (l, h, d), &Device::Cpu).unwrap();
+        let tensors = (t(&q, hq), t(&k, hk), t(&v, hk));
+        ((q, k, v), tensors)
+    }
+
+    fn max_error(got: &Tensor, want: &[f32]) -> f32 {
+        let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        got.iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
+    }
+
     #[test]
     fn matches_the_definition_with_gqa_and_ranges() {
-        let (l, hq, hk, d) = (13, 6, 2, 8);
-        let (q, k, v) = (
-            random(l * hq * d, 1),
-            random(l * hk * d, 2),
-            random(l * hk * d, 3),
-        );
-        let dev = Device::Cpu;
-        let qt = Tensor::from_vec(q.clone(), (l, hq, d), &dev).unwrap();
-        let kt = Tensor::from_vec(k.clone(), (l, hk, d), &dev).unwrap();
-        let vt = Tensor::from_vec(v.clone(), (l, hk, d), &dev).unwrap();
+        let dims @ (l, ..) = (13, 6, 2, 8);
+        let ((q, k, v), (qt, kt, vt)) = problem(dims, 1, 1.0);
         let mask = AttentionMask::new(vec![(0..5, 0..7), (0..5, 10..13), (5..13, 0..13)]);
         let dense = mask.dense(l);
         for m in [None, Some(&mask)] {
-            let got = attention(&qt, &kt, &vt, None, m)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let want = naive(
-                (&q, &k, &v),
-                (l, hq, hk, d),
-                &Default::default(),
-                &|i, j| m.is_none() || dense[i * l + j],
-            );
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let got = attention(&qt, &kt, &vt, None, m).unwrap();
+            let want = naive((&q, &k, &v), dims, &Default::default(), &|i, j| {
+                m.is_none() || dense[i * l + j]
+            });
+            let err = max_error(&got, &want);
             assert!(err < 1e-5, "max error {err}");
         }
     }
 
     #[test]
     fn scale_and_softcap_follow_the_options_and_gpu_kernels_decline_them() {
-        let (l, hq, hk, d) = (9, 4, 2, 8);
-        let (q, k, v) = (
-            random(l * hq * d, 4),
-            random(l * hk * d, 5),
-            random(l * hk * d, 6),
-        );
-        let dev = Device::Cpu;
-        // Large inputs so the cap bends the scores.
-        let qt = (Tensor::from_vec(q.clone(), (l, hq, d), &dev).unwrap() * 8.0).unwrap();
-        let q8: Vec<f32> = q.iter().map(|x| x * 8.0).collect();
-        let kt = Tensor::from_vec(k.clone(), (l, hk, d), &dev).unwrap();
-        let vt = Tensor::from_vec(v.clone(), (l, hk, d), &dev).unwrap();
+        let dims = (9, 4, 2, 8);
+        // Large queries so the cap bends the scores.
+        let ((q, k, v), (qt, kt, vt)) = problem(dims, 4, 8.0);
         let options = AttentionOptions {
             scale: Some(0.3),
             softcap: Some(1.5),
             ..Default::default()
         };
-        let got = attention_with(&options, &qt, &kt, &vt, None, None)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let want = naive((&q8, &k, &v), (l, hq, hk, d), &options, &|_, _| true);
-        let err = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let got = attention_with(&options, &qt, &kt, &vt, None, None).unwrap();
+        let want = naive((&q, &k, &v), dims, &options, &|_, _| true);
+        let err = max_error(&got, &want);
         assert!(err < 1e-5, "max error {err}");
-        let plain = naive(
-            (&q8, &k, &v),
-            (l, hq, hk, d),
-            &Default::default(),
-            &|_, _| true,
+        let plain = naive((&q, &k, &v), dims, &Default::default(), &|_, _| true);
+        assert!(
+            max_error(&got, &plain) > 1e-2,
+            "the options change the result"
         );
-        assert!(plain.iter().zip(&want).any(|(a, b)| (a - b).abs() > 1e-2));
 
         let strict = AttentionOptions {
             kernel: Some(AttentionKernel::Wgmma),
