@@ -10,7 +10,7 @@ use cadence_core::{trace, Checkpoint, Error, RandomWeights, Result, TensorTree, 
 use cadence_kernels::transfer::LayerStack;
 
 use crate::config::DitConfig;
-use crate::experts::ExpertNorm;
+use crate::layer::ExpertNorm;
 use crate::layer::{LayerContext, TransformerLayer};
 use crate::packing::{self, Modality, ModalitySpans, Packed, PackingConfig};
 use crate::precision::{LoadOptions, WeightFormat};

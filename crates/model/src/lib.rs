@@ -6,8 +6,9 @@
 //!   local-attention ranges) and back; reused by the pipeline and the super-resolution stage.
 //! - [`rope`]: the Fourier rope table.
 //! - [`weights`]: checkpoint key names and shapes, derived from the config.
-//! - [`layer`] / [`dit`]: the forward pass, written against the op boundary of
-//!   `cadence-kernels` so device kernels slot in without touching this crate.
+//! - [`layer`] / [`dit`]: the forward pass (a layer with its per-modality experts, the whole
+//!   model), written against the op boundary of `cadence-kernels` so device kernels slot in
+//!   without touching this crate.
 //! - [`precision`]: dense (bf16) or FP8 GEMM weights, chosen at load ([`LoadOptions`]);
 //!   [`fp8_checkpoint`] writes FP8 checkpoints; [`footprint`] is the device memory of the
 //!   weights and of one forward pass, for the pipeline's memory plan.
@@ -19,7 +20,6 @@
 
 pub mod config;
 pub mod dit;
-pub mod experts;
 pub mod flops;
 pub mod footprint;
 pub mod fp8_checkpoint;

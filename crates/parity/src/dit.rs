@@ -18,7 +18,7 @@ use cadence_kernels::activation::{gelu7, swiglu7};
 use cadence_kernels::AttentionMask;
 
 use cadence_model::config::DitConfig;
-use cadence_model::experts::ExpertNorm;
+use cadence_model::layer::ExpertNorm;
 use cadence_model::packing::{self, ModalitySpans, Packed, PackingConfig, TokenLayout};
 use cadence_model::rope::{default_bands, rope_table};
 use cadence_model::DitModel;
