@@ -164,7 +164,7 @@ impl AttentionOptions {
     /// Whether only the reference computes these options.
     fn reference_only(&self) -> Option<&'static str> {
         if self.scale.is_some() {
-            Some("a score scale other than 1/sqrt(head_dim)")
+            Some("an explicit score scale")
         } else if self.softcap.is_some() {
             Some("a logit soft-cap")
         } else {
@@ -180,7 +180,8 @@ impl AttentionOptions {
 /// The implementation is chosen per call: [`AttentionKernel::DEFAULT_GPU`] when the
 /// tensors are bf16 on a CUDA device of compute capability 9.x, head_dim is a multiple of 8
 /// up to 128, `Hq` is a multiple of `Hk` and every query has at least one key; the reference
-/// otherwise. `CADENCE_ATTENTION_KERNEL` ([`AttentionKernel::ENV`]) replaces the GPU kernel.
+/// otherwise, and for the options only it computes (an explicit scale, a soft-cap).
+/// `CADENCE_ATTENTION_KERNEL` ([`AttentionKernel::ENV`]) replaces the GPU kernel.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
