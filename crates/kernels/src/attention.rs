@@ -218,7 +218,7 @@ pub fn attention_with(
 }
 
 /// GPU `kernel` when it can compute the call; otherwise an error (`strict`) or the reference.
-#[cfg(feature = "cuda")]
+/// Without the `cuda` feature only the reference exists.
 #[allow(clippy::too_many_arguments)]
 fn gpu_attention(
     options: &AttentionOptions,
@@ -230,28 +230,17 @@ fn gpu_attention(
     gate: Option<&Tensor>,
     mask: Option<&AttentionMask>,
 ) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
     match cuda::plan(kernel, q, k, v, mask)? {
-        cuda::Plan::Run(launch) => launch.run(q, k, v, gate, dispatch::poisoned_outputs()),
+        cuda::Plan::Run(launch) => {
+            return launch.run(q, k, v, gate, dispatch::poisoned_outputs());
+        }
         cuda::Plan::Unsupported(why) if strict => {
             candle_core::bail!("the {kernel} attention kernel cannot compute this call: {why}")
         }
-        cuda::Plan::Unsupported(_) => reference_attention(options, q, k, v, gate, mask),
+        cuda::Plan::Unsupported(_) => {}
     }
-}
-
-/// Without the `cuda` feature only the reference exists.
-#[cfg(not(feature = "cuda"))]
-#[allow(clippy::too_many_arguments)]
-fn gpu_attention(
-    options: &AttentionOptions,
-    kernel: AttentionKernel,
-    strict: bool,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    gate: Option<&Tensor>,
-    mask: Option<&AttentionMask>,
-) -> Result<Tensor> {
+    #[cfg(not(feature = "cuda"))]
     if strict {
         candle_core::bail!("the {kernel} attention kernel needs cadence-kernels' `cuda` feature")
     }

@@ -59,7 +59,8 @@ pub fn with_poisoned_outputs<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Whether [`with_poisoned_outputs`] is in force on this thread.
+/// Whether [`with_poisoned_outputs`] is in force on this thread (read by the GPU kernels only).
+#[cfg(feature = "cuda")]
 pub(crate) fn poisoned_outputs() -> bool {
     POISON.with(Cell::get)
 }

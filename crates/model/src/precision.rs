@@ -18,7 +18,7 @@ use candle_core::DType;
 use candle_nn::{Init, VarBuilder};
 
 use cadence_core::{Error, Result};
-use cadence_kernels::fp8::{Fp8Matrix, Scaling, SCALE_SUFFIX};
+use cadence_kernels::fp8::{scale_key, Fp8Matrix, Scaling};
 use cadence_kernels::LinearWeight;
 
 /// How the block's GEMM weights are held.
@@ -87,7 +87,7 @@ pub fn load_linear(
     format: WeightFormat,
 ) -> Result<LinearWeight> {
     const WEIGHT: &str = "weight";
-    let scale = format!("{WEIGHT}{SCALE_SUFFIX}");
+    let scale = scale_key(WEIGHT);
     let context = |e: candle_core::Error| {
         Error::InvalidInput(format!("tensor {}.{WEIGHT}: {e}", vb.prefix()))
     };

@@ -2,7 +2,7 @@
 //!
 //! The names are the reference's `state_dict` keys, so the published checkpoints load as they
 //! are. Each key and shape is stated once, where the model loads it ([`crate::dit`],
-//! [`crate::layer`], [`crate::experts`]); [`expected_tensors`] runs that loader against
+//! [`crate::layer`]); [`expected_tensors`] runs that loader against
 //! [`record_specs`]'s recorder, so the list costs no weight memory, and the loader verifies a
 //! checkpoint against it before reading a byte of weights.
 

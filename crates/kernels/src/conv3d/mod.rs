@@ -251,54 +251,33 @@ pub fn conv3d_with(
     let (kernel, strict) = dispatch::resolve(options.kernel, &ENV_CHOICE)?;
     match kernel {
         Conv3dKernel::Reference => reference_fused(x, weight, bias, cfg, fused),
-        Conv3dKernel::Mma => gpu_conv3d(
-            kernel,
-            strict,
-            dispatch::poisoned_outputs(),
-            x,
-            weight,
-            bias,
-            cfg,
-            fused,
-        ),
+        Conv3dKernel::Mma => gpu_conv3d(kernel, strict, x, weight, bias, cfg, fused),
     }
 }
 
 /// GPU `kernel` when it can compute the call; otherwise an error (`strict`) or the reference.
-#[cfg(feature = "cuda")]
-#[allow(clippy::too_many_arguments)]
+/// Without the `cuda` feature only the reference exists.
 fn gpu_conv3d(
     kernel: Conv3dKernel,
     strict: bool,
-    poison_output: bool,
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     cfg: Conv3dConfig,
     fused: Fused,
 ) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
     match cuda::plan(x, weight, cfg)? {
-        cuda::Plan::Run(geometry) => cuda::run(&geometry, x, weight, bias, fused, poison_output),
+        cuda::Plan::Run(geometry) => {
+            let poison = dispatch::poisoned_outputs();
+            return cuda::run(&geometry, x, weight, bias, fused, poison);
+        }
         cuda::Plan::Unsupported(why) if strict => {
             candle_core::bail!("the {kernel} conv3d kernel cannot compute this call: {why}")
         }
-        cuda::Plan::Unsupported(_) => reference_fused(x, weight, bias, cfg, fused),
+        cuda::Plan::Unsupported(_) => {}
     }
-}
-
-/// Without the `cuda` feature only the reference exists.
-#[cfg(not(feature = "cuda"))]
-#[allow(clippy::too_many_arguments)]
-fn gpu_conv3d(
-    kernel: Conv3dKernel,
-    strict: bool,
-    _poison_output: bool,
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    cfg: Conv3dConfig,
-    fused: Fused,
-) -> Result<Tensor> {
+    #[cfg(not(feature = "cuda"))]
     if strict {
         candle_core::bail!("the {kernel} conv3d kernel needs cadence-kernels' `cuda` feature")
     }
